@@ -1,0 +1,268 @@
+"""Readers for user molecules: XYZ (one or many per file, QM9's extended XYZ too) and SDF/MOL.
+
+Every problem raises `MoleculeError` naming the source, the 0-based molecule index and the
+problem. `iter_xyz` / `iter_sdf` yield `Molecule | MoleculeError` so that a batch can go on with
+the rest and report the failures; `read_xyz` / `read_sdf` raise on the first bad molecule.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .molecule import Molecule, MoleculeError, normalize_symbol
+
+PathOrText = str | os.PathLike
+
+
+def parse_float(token: str) -> float:
+    """Float parser that accepts Mathematica's `2.1997*^-6` (found in QM9 files)."""
+    return float(token.replace("*^", "e"))
+
+
+def _load_text(path_or_text: PathOrText) -> tuple[str, str]:
+    """(text, source label). A str with a newline is text; anything else is a path."""
+    if isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text == ""):
+        return path_or_text, "<text>"
+    path = Path(path_or_text)
+    if not path.exists():
+        raise MoleculeError(str(path), None, "file not found")
+    if path.is_dir():
+        raise MoleculeError(str(path), None, "is a directory, expected an XYZ file")
+    try:
+        return path.read_text(), str(path)
+    except UnicodeDecodeError as exc:
+        raise MoleculeError(str(path), None, f"not a text file ({exc.reason})") from None
+
+
+_KEYVAL = re.compile(r"(\w+)\s*=\s*(\S+)")
+
+
+def _charge_and_multiplicity(comment: str, source: str, index: int) -> tuple[int, int]:
+    """Read optional `charge=` / `multiplicity=` (or `mult=`) from an XYZ comment line."""
+    charge, mult = 0, 1
+    for key, value in _KEYVAL.findall(comment):
+        key = key.lower()
+        try:
+            if key == "charge":
+                charge = int(value)
+            elif key in ("multiplicity", "mult", "spin_multiplicity"):
+                mult = int(value)
+        except ValueError:
+            raise MoleculeError(source, index, f"unparsable {key}={value!r} in comment line") from None
+    if mult < 1:
+        raise MoleculeError(source, index, f"multiplicity must be >= 1, got {mult}")
+    return charge, mult
+
+
+def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | MoleculeError]:
+    """Cut an XYZ text into per-molecule line blocks. Yields (index, lines) or an error; an
+    error in the framing (a bad count line) ends the file, since nothing after it can be
+    located reliably."""
+    lines = text.splitlines()
+    pos, index = 0, 0
+    while True:
+        while pos < len(lines) and not lines[pos].strip():
+            pos += 1
+        if pos >= len(lines):
+            if index == 0:
+                yield MoleculeError(source, None, "empty input: no molecules found")
+            return
+        head = lines[pos].split()
+        try:
+            n = int(head[0])
+            if len(head) != 1 or n < 0:
+                raise ValueError
+        except ValueError:
+            yield MoleculeError(source, index, f"line {pos + 1}: expected the atom count, got {lines[pos].strip()!r}")
+            return
+        if n == 0:
+            yield MoleculeError(source, index, f"line {pos + 1}: atom count is 0")
+            return
+        comment = lines[pos + 1] if pos + 1 < len(lines) else ""
+        body = lines[pos + 2: pos + 2 + n]
+        is_qm9 = comment.startswith("gdb ")
+        extra = 3 if is_qm9 else 0  # QM9: frequencies, SMILES and InChI lines follow
+        tail = lines[pos + 2 + n: pos + 2 + n + extra]
+        n_coord = sum(1 for ln in body if ln.strip())
+        if len(body) < n or n_coord < n:
+            yield MoleculeError(source, index, f"wrong atom count: header says {n} atoms but {n_coord} coordinate lines follow")
+            return
+        nxt = pos + 2 + n + extra
+        # More coordinate-looking lines right after the block: the count is too small.
+        if not is_qm9 and nxt < len(lines) and len(lines[nxt].split()) >= 4:
+            yield MoleculeError(source, index, f"wrong atom count: header says {n} atoms but more coordinate lines follow (line {nxt + 1})")
+            return
+        yield index, [lines[pos], comment, *body, *tail]
+        pos = nxt
+        index += 1
+
+
+def _parse_block(block: list[str], source: str, index: int) -> Molecule:
+    n = int(block[0].split()[0])
+    comment = block[1]
+    if comment.startswith("gdb "):
+        from .qm9_sources import parse_qm9_block
+
+        return parse_qm9_block(block, source, index)
+    elements, coords = [], []
+    for k, line in enumerate(block[2: 2 + n]):
+        parts = line.split()
+        if len(parts) < 4:
+            raise MoleculeError(source, index, f"atom {k + 1}: expected 'element x y z', got {line.strip()!r}")
+        elements.append(normalize_symbol(parts[0], source=source, index=index))
+        try:
+            coords.append([parse_float(t) for t in parts[1:4]])
+        except ValueError:
+            raise MoleculeError(source, index, f"atom {k + 1}: unparsable coordinates {' '.join(parts[1:4])!r}") from None
+    charge, mult = _charge_and_multiplicity(comment, source, index)
+    return Molecule(
+        elements=tuple(elements), positions=np.array(coords), charge=charge, multiplicity=mult,
+        name=comment.strip(), source=source, index=index,
+    )
+
+
+def iter_xyz(path_or_text: PathOrText) -> Iterator[Molecule | MoleculeError]:
+    """Yield each molecule of an XYZ file or text, or a MoleculeError in its place."""
+    try:
+        text, source = _load_text(path_or_text)
+    except MoleculeError as exc:
+        yield exc
+        return
+    for item in _split_blocks(text, source):
+        if isinstance(item, MoleculeError):
+            yield item
+            continue
+        index, block = item
+        try:
+            yield _parse_block(block, source, index)
+        except MoleculeError as exc:
+            yield exc
+
+
+def read_xyz(path_or_text: PathOrText) -> list[Molecule]:
+    """All molecules of an XYZ file (path) or XYZ text (a str containing a newline).
+
+    Accepts plain XYZ (`n`, comment, `element x y z` lines; extra columns ignored; several
+    molecules back to back) and QM9's extended XYZ (comment line starting with `gdb`).
+    `charge=` and `multiplicity=` in the comment line set those fields. Raises MoleculeError
+    on the first problem.
+    """
+    out = []
+    for item in iter_xyz(path_or_text):
+        if isinstance(item, MoleculeError):
+            raise item
+        out.append(item)
+    return out
+
+
+_BOND_ORDER = {1: 1.0, 2: 2.0, 3: 3.0, 12: 1.5}
+
+
+def iter_sdf(path: PathOrText) -> Iterator[Molecule | MoleculeError]:
+    """Yield each record of an SDF or MOL file as a Molecule (with its bond table), or an error."""
+    from rdkit import Chem, RDLogger
+
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        yield MoleculeError(source, None, "file not found")
+        return
+    text = path.read_text(errors="replace")
+    if not text.strip():
+        yield MoleculeError(source, None, "empty input: no molecules found")
+        return
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        supplier = Chem.SDMolSupplier(source, removeHs=False, sanitize=False, strictParsing=True)
+        for index in range(len(supplier)):
+            mol = supplier[index]
+            if mol is None:
+                yield MoleculeError(source, index, "unparsable MOL record (bad counts line, atom or bond block)")
+                continue
+            try:
+                yield _from_rdkit(mol, source, index)
+            except MoleculeError as exc:
+                yield exc
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+def _from_rdkit(mol, source: str, index: int) -> Molecule:
+    from rdkit import Chem
+
+    name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+    if mol.GetNumAtoms() == 0:
+        raise MoleculeError(source, index, "molecule has no atoms")
+    if mol.GetNumConformers() == 0:
+        raise MoleculeError(source, index, "no coordinates")
+    try:
+        mol.UpdatePropertyCache(strict=True)
+    except Exception as exc:  # RDKit's valence errors
+        raise MoleculeError(source, index, f"invalid valence: {exc}") from None
+    implicit = [a.GetIdx() + 1 for a in mol.GetAtoms() if a.GetTotalNumHs(includeNeighbors=False) > 0]
+    if implicit:
+        raise MoleculeError(
+            source, index,
+            f"atoms {implicit[:5]} carry implicit hydrogens; the Molecular Graph needs every atom "
+            "with 3D coordinates (add them, e.g. RDKit Chem.AddHs(mol, addCoords=True))",
+        )
+    conf = mol.GetConformer()
+    if not conf.Is3D():
+        raise MoleculeError(source, index, "coordinates are 2D; 3D coordinates are required")
+    elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
+    bonds = []
+    for b in mol.GetBonds():
+        order = _BOND_ORDER.get(int(b.GetBondType()))
+        if order is None:
+            raise MoleculeError(source, index, f"unsupported bond type {b.GetBondType()} between atoms {b.GetBeginAtomIdx() + 1} and {b.GetEndAtomIdx() + 1}")
+        bonds.append((b.GetBeginAtomIdx(), b.GetEndAtomIdx(), order))
+    charges = tuple(a.GetFormalCharge() for a in mol.GetAtoms())
+    radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    return Molecule(
+        elements=elements, positions=np.array(conf.GetPositions()), charge=int(sum(charges)),
+        multiplicity=radicals + 1, name=name, source=source, index=index,
+        bonds=tuple(bonds), atom_charges=charges,
+    )
+
+
+def read_sdf(path: PathOrText) -> list[Molecule]:
+    """All records of an SDF/MOL file; hydrogens must be explicit with 3D coordinates.
+    Raises MoleculeError on the first problem."""
+    out = []
+    for item in iter_sdf(path):
+        if isinstance(item, MoleculeError):
+            raise item
+        out.append(item)
+    return out
+
+
+def iter_molecules(path: PathOrText) -> Iterator[Molecule | MoleculeError]:
+    """Dispatch on the file extension: .xyz -> XYZ, .sdf/.mol/.sd -> SDF."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".sdf", ".mol", ".sd"):
+        yield from iter_sdf(path)
+    elif suffix == ".xyz" or not Path(path).exists():
+        yield from iter_xyz(path)
+    else:
+        yield MoleculeError(str(path), None, f"unknown file type {suffix!r}; expected .xyz, .sdf or .mol")
+
+
+def write_xyz(molecules, path: PathOrText | None = None) -> str:
+    """Plain XYZ text for molecules (fixed-decimal coordinates); written atomically if `path`."""
+    chunks = []
+    for m in molecules:
+        comment = m.name.replace("\n", " ")
+        if m.charge or m.multiplicity != 1:
+            comment = f"{comment} charge={m.charge} multiplicity={m.multiplicity}".strip()
+        rows = [f"{e:<2s} {x:15.10f} {y:15.10f} {z:15.10f}" for e, (x, y, z) in zip(m.elements, m.positions)]
+        chunks.append("\n".join([str(m.n_atoms), comment, *rows]))
+    text = "\n".join(chunks) + "\n"
+    if path is not None:
+        from .storage import atomic_write_text
+
+        atomic_write_text(path, text)
+    return text

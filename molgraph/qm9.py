@@ -1,0 +1,431 @@
+"""QM9 as a featurized, cached, memory-mapped dataset.
+
+    ds = molgraph.qm9.load()                 # qm9pack, all 130,831 molecules
+    ds = molgraph.qm9.load(source="xyz", root="~/data/dsgdb9nsd.xyz.tar.bz2")
+    g = ds.by_id(1234)                       # MolGraph with targets
+    alpha = ds.target("alpha_bohr3")         # (M,) numpy, dataset order
+
+The cache is a folder of .npy arrays plus `manifest.json`, keyed by the source checksum, the
+featurizer version and the molecule selection: a different key is a different folder, so stale
+data is never reused; a folder whose manifest disagrees raises with the fix. The build runs in
+chunks over a process pool; each finished chunk is saved atomically under `<cache>.partial/`,
+so a killed build resumes where it stopped, and the final folder appears by one atomic rename,
+only once complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from . import qm9_sources as src
+from .featurizer import FEATURIZER_VERSION, EncodedGraph, MolecularGraphFeaturizer, MolGraph, decode
+from .molecule import ELEMENTS, Molecule, MoleculeError
+from .storage import atomic_save_npz, atomic_write_json
+from .targets import SCALAR_TARGETS, TARGETS, compute_targets
+
+CACHE_FORMAT = 1
+CHUNK = 1000
+_METHODS = ("given", "template", "geometry")
+
+
+def default_cache_root() -> Path:
+    """$QMLRP_CACHE, else $XDG_CACHE_HOME/qmlrp, else ~/.cache/qmlrp."""
+    if os.environ.get("QMLRP_CACHE"):
+        return Path(os.environ["QMLRP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qmlrp"
+
+
+# ----------------------------------------------------------------------------- the source plan
+@dataclass
+class _Source:
+    name: str  # 'qm9pack' or 'xyz'
+    root: Path | None
+    checksum: str
+    ids: np.ndarray  # QM9 ids selected, ascending
+
+
+def _selection_digest(ids: np.ndarray | None) -> str:
+    if ids is None:
+        return "all"
+    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def _iter_payloads(source: str, root: Path | None, wanted: set[int] | None) -> Iterable[tuple[int, object]]:
+    """(id, payload) where payload is a raw qm9pack row, a Molecule or a MoleculeError."""
+    if source == "qm9pack":
+        for row in src.iter_qm9pack_rows():
+            qid = int(row["Index"])
+            if wanted is None or qid in wanted:
+                yield qid, row
+    else:
+        for item in src.iter_original(root):
+            if isinstance(item, MoleculeError):
+                yield -1, item
+                continue
+            qid = item.properties["qm9_id"]
+            if wanted is None or qid in wanted:
+                yield qid, item
+
+
+# ----------------------------------------------------------------------------- worker
+def _featurize_chunk(args) -> dict:
+    """Worker: payloads -> packed arrays for the molecules that worked, and the failures."""
+    chunk_id, payloads, featurizer = args
+    ok: list[tuple[int, EncodedGraph, dict, str]] = []
+    failed: list[tuple[int, str]] = []
+    for qid, payload in payloads:
+        try:
+            if isinstance(payload, MoleculeError):
+                raise payload
+            mol = payload if isinstance(payload, Molecule) else src.molecule_from_qm9pack_row(payload)
+            enc = featurizer.encode(mol)
+            ok.append((qid, enc, compute_targets(mol.properties, mol.n_atoms), mol.smiles or ""))
+        except MoleculeError as exc:
+            failed.append((qid, str(exc)))
+        except Exception as exc:  # an RDKit crash on one molecule must not stop the build
+            failed.append((qid, f"qm9:{qid}: unexpected {type(exc).__name__}: {exc}"))
+    return _pack(chunk_id, ok, failed)
+
+
+def _pack(chunk_id: int, ok, failed) -> dict:
+    n = np.array([e.atom_features.shape[0] for _, e, _, _ in ok], dtype=np.int64)
+    iu = [np.triu_indices(k, 1) for k in n]
+    cat = lambda xs, shape, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(shape, dt)
+    freqs = [t["freqs_cm1"] for _, _, t, _ in ok]
+    return dict(
+        chunk=np.array(chunk_id),
+        ids=np.array([q for q, *_ in ok], dtype=np.int64),
+        n_atoms=n,
+        atom_features=cat([e.atom_features for _, e, _, _ in ok], (0, 21), np.float32),
+        positions=cat([e.positions for _, e, _, _ in ok], (0, 3), np.float32),
+        atomic_numbers=cat([e.atomic_numbers for _, e, _, _ in ok], (0,), np.uint8),
+        bond=cat([e.bond[i] for (_, e, _, _), i in zip(ok, iu)], (0,), np.int8),
+        path=cat([e.path[i] for (_, e, _, _), i in zip(ok, iu)], (0,), np.int8),
+        ring=cat([e.ring[i] for (_, e, _, _), i in zip(ok, iu)], (0,), np.bool_),
+        method=np.array([_METHODS.index(e.method) for _, e, _, _ in ok], dtype=np.int8),
+        scalars=np.array([[t[k] for k in SCALAR_TARGETS] for _, _, t, _ in ok], dtype=np.float64).reshape(len(ok), len(SCALAR_TARGETS)),
+        freqs=cat(freqs, (0,), np.float64),
+        n_freqs=np.array([f.size for f in freqs], dtype=np.int64),
+        alpha_tensor=np.array([t["alpha_tensor_bohr3"] for _, _, t, _ in ok], dtype=np.float64).reshape(len(ok), 3, 3),
+        mulliken=cat([t["mulliken_e"] for _, _, t, _ in ok], (0,), np.float64),
+        smiles=np.array([s for *_, s in ok], dtype=str),
+        failed_ids=np.array([q for q, _ in failed], dtype=np.int64),
+        failed_reasons=np.array([r for _, r in failed], dtype=str),
+    )
+
+
+# ----------------------------------------------------------------------------- build
+def _key(source: _Source, featurizer: MolecularGraphFeaturizer) -> dict:
+    return {
+        "cache_format": CACHE_FORMAT,
+        "source": source.name,
+        "source_checksum": source.checksum,
+        "featurizer": repr(featurizer),
+        "featurizer_version": featurizer.version,
+        "selection": _selection_digest(None if source.ids is None else source.ids),
+    }
+
+
+def _cache_dir(cache_root: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root / f"qm9-{key['source']}-{key['featurizer_version']}-{key['selection']}-{digest}"
+
+
+def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, workers: int | None = None,
+          progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Featurize `source` into cache folder `out` (resumable)."""
+    key = _key(source, featurizer)
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    plan_path = partial / "plan.json"
+    plan = {"key": key, "chunk": CHUNK}
+    if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
+        shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+    atomic_write_json(plan_path, plan)
+    done = {int(p.stem.split("_")[1]) for p in partial.glob("chunk_*.npz")}
+    t0 = time.time()
+    wanted = None if source.ids is None else set(int(i) for i in source.ids)
+    workers = workers or os.cpu_count() or 1
+
+    def chunks():
+        buf, cid = [], 0
+        for item in _iter_payloads(source.name, source.root, wanted):
+            buf.append(item)
+            if len(buf) == CHUNK:
+                if cid not in done:
+                    yield cid, buf, featurizer
+                buf, cid = [], cid + 1
+        if buf and cid not in done:
+            yield cid, buf, featurizer
+
+    from tqdm.auto import tqdm
+
+    total = len(wanted) if wanted is not None else (src.N_CHARACTERIZED if source.name == "qm9pack" else None)
+    bar = tqdm(total=total, unit="mol", desc="featurize", disable=not progress, smoothing=0.05)
+    bar.update(len(done) * CHUNK if total is None else min(len(done) * CHUNK, total))
+    n_failed = 0
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_featurize_chunk, chunks(), chunksize=1)
+    else:
+        pool = None
+        results = map(_featurize_chunk, chunks())
+    try:
+        for res in results:
+            atomic_save_npz(partial / f"chunk_{int(res['chunk']):05d}.npz", **res)
+            n_failed += len(res["failed_ids"])
+            bar.update(len(res["ids"]) + len(res["failed_ids"]))
+            bar.set_postfix(failed=n_failed)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    _assemble(partial, out, key, time.time() - t0, log)
+    shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def _assemble(partial: Path, out: Path, key: dict, seconds: float, log) -> None:
+    parts = [dict(np.load(p)) for p in sorted(partial.glob("chunk_*.npz"))]
+    cat = lambda k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
+    ids = cat("ids")
+    order = np.argsort(ids, kind="stable")
+    n_atoms = cat("n_atoms")
+    n_pairs = n_atoms * (n_atoms - 1) // 2
+    n_freqs = cat("n_freqs")
+
+    def reorder_ragged(values, lengths):
+        off = np.concatenate([[0], np.cumsum(lengths)])
+        if len(order) == 0:
+            return values, off
+        idx = np.concatenate([np.arange(off[i], off[i + 1]) for i in order]) if len(order) else np.zeros(0, int)
+        new_len = lengths[order]
+        return values[idx], np.concatenate([[0], np.cumsum(new_len)])
+
+    arrays = {"ids": ids[order], "n_atoms": n_atoms[order]}
+    for name in ("atom_features", "positions", "atomic_numbers", "mulliken"):
+        arrays[name], arrays["atom_offsets"] = reorder_ragged(cat(name), n_atoms)
+    for name in ("bond", "path", "ring"):
+        arrays[name], arrays["pair_offsets"] = reorder_ragged(cat(name), n_pairs)
+    arrays["freqs"], arrays["freq_offsets"] = reorder_ragged(cat("freqs"), n_freqs)
+    for name in ("method", "scalars", "alpha_tensor", "smiles"):
+        arrays[name] = cat(name)[order]
+    failed = sorted(zip(cat("failed_ids").tolist(), cat("failed_reasons").tolist()))
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
+    methods = np.bincount(arrays["method"].astype(np.int64), minlength=len(_METHODS)) if len(ids) else np.zeros(3, int)
+    manifest = {
+        **key,
+        "n_molecules": int(len(ids)),
+        "n_failed": len(failed),
+        "failures": [{"id": int(i), "reason": r} for i, r in failed],
+        "perception": {m: int(c) for m, c in zip(_METHODS, methods)},
+        "scalar_targets": list(SCALAR_TARGETS),
+        "build_seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(tmp / "manifest.json", manifest)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    log(f"featurized {len(ids)} molecules, {len(failed)} failed, in {seconds:.1f} s -> {out}")
+
+
+# ----------------------------------------------------------------------------- dataset
+class QM9Dataset(torch.utils.data.Dataset):
+    """Featurized QM9, memory-mapped. Index i in 0..len-1 (dataset order = ascending QM9 id).
+
+    Attributes:
+        ids: (M,) QM9 ids (1-based, as in the original distribution).
+        manifest: how the cache was built (source checksum, featurizer version, failures).
+        targets_selected: the target names each MolGraph carries (default: all scalars,
+            `freqs_cm1` and `alpha_tensor_bohr3`).
+    """
+
+    def __init__(self, path: str | os.PathLike, targets: Sequence[str] | None = None, *, _rows: np.ndarray | None = None):
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{self.path} is not a complete QM9 cache (no manifest.json); rebuild it with `qmlrp featurize`")
+        self.manifest = json.loads(manifest_path.read_text())
+        if self.manifest.get("cache_format") != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: cache format {self.manifest.get('cache_format')} != {CACHE_FORMAT}; delete the folder and rerun `qmlrp featurize`")
+        a = {p.stem: np.load(p, mmap_mode="r") for p in self.path.glob("*.npy")}
+        self._a = a
+        self._rows = np.arange(len(a["ids"])) if _rows is None else np.asarray(_rows)
+        self.ids = np.asarray(a["ids"])[self._rows]
+        self._scalar_col = {k: i for i, k in enumerate(self.manifest["scalar_targets"])}
+        self.targets_selected = tuple(targets) if targets is not None else (*SCALAR_TARGETS, "freqs_cm1", "alpha_tensor_bohr3")
+        unknown = [t for t in self.targets_selected if t not in TARGETS]
+        if unknown:
+            raise KeyError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
+        self._row_of_id = None
+
+    # -- views
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def subset(self, ids: Iterable[int]) -> "QM9Dataset":
+        """The molecules with these QM9 ids, in the given order (KeyError names a missing id)."""
+        rows = self._rows[[self.index_of(int(i)) for i in ids]]
+        return QM9Dataset(self.path, self.targets_selected, _rows=rows)
+
+    def with_targets(self, targets: Sequence[str]) -> "QM9Dataset":
+        return QM9Dataset(self.path, targets, _rows=self._rows)
+
+    def index_of(self, qm9_id: int) -> int:
+        if self._row_of_id is None:
+            self._row_of_id = {int(q): i for i, q in enumerate(self.ids)}
+        try:
+            return self._row_of_id[int(qm9_id)]
+        except KeyError:
+            failed = {f["id"]: f["reason"] for f in self.manifest["failures"]}
+            if int(qm9_id) in failed:
+                raise KeyError(f"QM9 id {qm9_id} failed featurization: {failed[int(qm9_id)]}") from None
+            raise KeyError(f"QM9 id {qm9_id} is not in this dataset") from None
+
+    @property
+    def failures(self) -> list[dict]:
+        return self.manifest["failures"]
+
+    # -- per-molecule access
+    def encoded(self, i: int) -> EncodedGraph:
+        a, r = self._a, int(self._rows[i])
+        s, e = int(a["atom_offsets"][r]), int(a["atom_offsets"][r + 1])
+        ps, pe = int(a["pair_offsets"][r]), int(a["pair_offsets"][r + 1])
+        n = e - s
+        iu = np.triu_indices(n, 1)
+
+        def square(flat, dtype):
+            m = np.zeros((n, n), dtype=dtype)
+            m[iu] = flat[ps:pe]
+            return m + m.T
+
+        return EncodedGraph(
+            np.asarray(a["atom_features"][s:e]), np.asarray(a["positions"][s:e]), np.asarray(a["atomic_numbers"][s:e]),
+            square(a["bond"], np.int8), square(a["path"], np.int8), square(a["ring"], np.bool_),
+            _METHODS[int(a["method"][r])],
+        )
+
+    def target_value(self, i: int, name: str) -> torch.Tensor:
+        a, r = self._a, int(self._rows[i])
+        kind = TARGETS[name].kind
+        if kind == "scalar":
+            return torch.tensor(float(a["scalars"][r, self._scalar_col[name]]), dtype=torch.float64)
+        if name == "freqs_cm1":
+            return torch.from_numpy(np.array(a["freqs"][a["freq_offsets"][r]: a["freq_offsets"][r + 1]]))
+        if name == "alpha_tensor_bohr3":
+            return torch.from_numpy(np.array(a["alpha_tensor"][r]))
+        if name == "mulliken_e":
+            return torch.from_numpy(np.array(a["mulliken"][a["atom_offsets"][r]: a["atom_offsets"][r + 1]]))
+        raise KeyError(name)
+
+    def __getitem__(self, i: int) -> MolGraph:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} molecules")
+        i = i % len(self)
+        targets = {t: self.target_value(i, t) for t in self.targets_selected}
+        return decode(self.encoded(i), targets, name=f"qm9:{int(self.ids[i])}")
+
+    def by_id(self, qm9_id: int) -> MolGraph:
+        return self[self.index_of(qm9_id)]
+
+    def molecule(self, i: int) -> Molecule:
+        """Plain Molecule (elements, positions, SMILES) of entry i, e.g. for depiction."""
+        enc = self.encoded(i)
+        return Molecule(
+            tuple(ELEMENTS[int(z) - 1] for z in enc.atomic_numbers), enc.positions.astype(np.float64),
+            name=f"qm9:{int(self.ids[i])}", source=str(self.path), smiles=str(self._a["smiles"][self._rows[i]]),
+        )
+
+    # -- whole-column access
+    def target(self, name: str) -> np.ndarray:
+        """Scalar target over the dataset, (M,) float64 in dataset order."""
+        if TARGETS.get(name) is None or TARGETS[name].kind != "scalar":
+            raise KeyError(f"{name!r} is not a scalar target; scalar targets: {', '.join(SCALAR_TARGETS)}")
+        return np.asarray(self._a["scalars"][self._rows, self._scalar_col[name]])
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        return np.asarray(self._a["n_atoms"])[self._rows]
+
+    def report(self) -> dict:
+        m = self.manifest
+        total = m["n_molecules"] + m["n_failed"]
+        return {
+            "source": m["source"], "n_molecules": m["n_molecules"], "n_failed": m["n_failed"],
+            "failed_fraction": m["n_failed"] / total if total else 0.0,
+            "perception": m["perception"], "failures": m["failures"],
+        }
+
+
+# ----------------------------------------------------------------------------- entry point
+def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = None,
+                   ids: Iterable[int] | None = None, sample: int | None = None, seed: int = 0) -> _Source:
+    """Which molecules from where, with the checksum that keys the cache."""
+    if source == "qm9pack":
+        checksum = src.files_checksum(src.qm9pack_files())
+        universe = None
+    elif source == "xyz":
+        if root is None:
+            raise ValueError("source 'xyz' needs root: a folder of dsgdb9nsd_*.xyz files or dsgdb9nsd.xyz.tar.bz2")
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or directory")
+        checksum = src.original_checksum(root)
+        universe = None
+    else:
+        raise ValueError(f"unknown source {source!r}; valid: qm9pack, xyz")
+    selected = None
+    if ids is not None:
+        selected = np.unique(np.asarray(list(ids), dtype=np.int64))
+    elif sample is not None:
+        skip = src.uncharacterized_ids()
+        pool = np.array([i for i in range(1, src.N_QM9 + 1) if i not in skip], dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        selected = np.sort(rng.choice(pool, size=min(sample, len(pool)), replace=False))
+    return _Source(source, Path(root) if root else None, checksum, selected if selected is not None else universe)
+
+
+def load(source: str = "qm9pack", root: str | os.PathLike | None = None, *, ids: Iterable[int] | None = None,
+         sample: int | None = None, seed: int = 0, targets: Sequence[str] | None = None,
+         cache_root: str | os.PathLike | None = None, featurizer: MolecularGraphFeaturizer | None = None,
+         workers: int | None = None, progress: bool = True, rebuild: bool = False,
+         log: Callable[[str], None] = print) -> QM9Dataset:
+    """Featurized QM9, built on first use and memory-mapped afterwards.
+
+    Args:
+        source: 'qm9pack' (embedded, default) or 'xyz' (original files under `root`).
+        ids / sample: restrict to these QM9 ids, or a seeded random sample of N molecules.
+        targets: target names carried by each MolGraph (see `molgraph.TARGETS`).
+        cache_root: where caches live (default `default_cache_root()`).
+        workers: processes for the build (default: all cores).
+        rebuild: build again even if a complete cache exists.
+    """
+    featurizer = featurizer or MolecularGraphFeaturizer()
+    s = resolve_source(source, root, ids, sample, seed)
+    key = _key(s, featurizer)
+    out = _cache_dir(Path(cache_root) if cache_root else default_cache_root(), key)
+    manifest = out / "manifest.json"
+    if manifest.exists() and not rebuild:
+        stored = json.loads(manifest.read_text())
+        mismatch = {k: (stored.get(k), v) for k, v in key.items() if stored.get(k) != v}
+        if mismatch:
+            raise ValueError(f"cache {out} was built with {mismatch}; delete it or pass rebuild=True (--rebuild)")
+    else:
+        build(s, featurizer, out, workers=workers, progress=progress, log=log)
+    return QM9Dataset(out, targets)
