@@ -7,10 +7,12 @@ Definitions (one per feature group, see `molgraph.features` for names and order)
 - formal_charge: integer formal charge of the atom in the perceived structure.
 - partial_charge: Gasteiger-Marsili partial charge (RDKit, 12 iterations, explicit H).
 - ring_sizes: for k = 3..8, the number of rings of size k that contain the atom, counted over
-  RDKit's ring information (the smallest set of smallest rings).
+  RDKit's ring information (the symmetrized smallest set of smallest rings: bicyclo[1.1.1]-
+  pentane has three four-membered rings, norbornane two five-membered ones).
 - hybridization: one-hot sp / sp2 / sp3 from RDKit; zeros otherwise (H atoms, s).
 - hydrogen_bonding: donor, acceptor flags: the atom matches RDKit's `BaseFeatures.fdef`
-  `Donor` / `Acceptor` family patterns.
+  `Donor` / `Acceptor` family patterns (as written there: e.g. nitrile N and sp3 amine N are
+  not acceptors, pyrrole-type NH is a donor).
 - aromaticity: RDKit aromatic flag (RDKit aromaticity model).
 - bond_type: one-hot single / double / triple / aromatic; zeros for non-bonded pairs.
 - graph_distance: bit k (k = 1..7) set when the shortest bond path between the atoms is at

@@ -84,7 +84,7 @@ def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | Mo
             return
         comment = lines[pos + 1] if pos + 1 < len(lines) else ""
         body = lines[pos + 2: pos + 2 + n]
-        is_qm9 = comment.startswith("gdb ")
+        is_qm9 = comment.split()[:1] == ["gdb"]
         extra = 3 if is_qm9 else 0  # QM9: frequencies, SMILES and InChI lines follow
         tail = lines[pos + 2 + n: pos + 2 + n + extra]
         n_coord = sum(1 for ln in body if ln.strip())
@@ -104,7 +104,7 @@ def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | Mo
 def _parse_block(block: list[str], source: str, index: int) -> Molecule:
     n = int(block[0].split()[0])
     comment = block[1]
-    if comment.startswith("gdb "):
+    if comment.split()[:1] == ["gdb"]:
         from .qm9_sources import parse_qm9_block
 
         return parse_qm9_block(block, source, index)
