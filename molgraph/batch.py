@@ -108,6 +108,8 @@ def flatten(graph: MolGraph | MolBatch, max_atoms: int = 29) -> torch.Tensor:
     pairs (i < j, row-major, x 13), zero padded: (5887,) for one graph with max_atoms=29, or
     (B, 5887) for a batch."""
     if isinstance(graph, MolGraph):
+        if graph.n_atoms > max_atoms:
+            raise ValueError(f"{graph.name or 'molecule'} has {graph.n_atoms} atoms, more than max_atoms={max_atoms}")
         return flatten(collate([graph], pad_to=max_atoms), max_atoms)[0]
     b, n = graph.atom_features.shape[:2]
     if n > max_atoms:

@@ -70,7 +70,10 @@ def _iter_payloads(source: str, root: Path | None, wanted: set[int] | None) -> I
     else:
         for item in src.iter_original(root):
             if isinstance(item, MoleculeError):
-                yield -1, item
+                found = src._ID_FROM_NAME.search(item.source)
+                qid = int(found.group(1)) if found else -1
+                if wanted is None or qid in wanted or qid == -1:
+                    yield qid, item
                 continue
             qid = item.properties["qm9_id"]
             if wanted is None or qid in wanted:
@@ -158,9 +161,12 @@ def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, w
     wanted = None if source.ids is None else set(int(i) for i in source.ids)
     workers = workers or os.cpu_count() or 1
 
+    seen: set[int] = set()
+
     def chunks():
         buf, cid = [], 0
         for item in _iter_payloads(source.name, source.root, wanted):
+            seen.add(item[0])  # every payload passes here, also those of chunks done earlier
             buf.append(item)
             if len(buf) == CHUNK:
                 if cid not in done:
@@ -191,12 +197,15 @@ def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, w
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    _assemble(partial, out, key, time.time() - t0, log)
+    missing = sorted(wanted - seen) if wanted is not None else []
+    skip = src.uncharacterized_ids()
+    not_in_source = [{"id": q, "reason": "uncharacterized in QM9 (excluded)" if q in skip else "not in the source"} for q in missing]
+    _assemble(partial, out, key, time.time() - t0, log, not_in_source)
     shutil.rmtree(partial, ignore_errors=True)
     return out
 
 
-def _assemble(partial: Path, out: Path, key: dict, seconds: float, log) -> None:
+def _assemble(partial: Path, out: Path, key: dict, seconds: float, log, not_in_source=()) -> None:
     parts = [dict(np.load(p)) for p in sorted(partial.glob("chunk_*.npz"))]
     cat = lambda k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
     ids = cat("ids")
@@ -234,6 +243,7 @@ def _assemble(partial: Path, out: Path, key: dict, seconds: float, log) -> None:
         "n_failed": len(failed),
         "failures": [{"id": int(i), "reason": r} for i, r in failed],
         "perception": {m: int(c) for m, c in zip(_METHODS, methods)},
+        "not_in_source": list(not_in_source),
         "scalar_targets": list(SCALAR_TARGETS),
         "build_seconds": round(seconds, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -370,6 +380,7 @@ class QM9Dataset(torch.utils.data.Dataset):
             "source": m["source"], "n_molecules": m["n_molecules"], "n_failed": m["n_failed"],
             "failed_fraction": m["n_failed"] / total if total else 0.0,
             "perception": m["perception"], "failures": m["failures"],
+            "not_in_source": m.get("not_in_source", []),
         }
 
 

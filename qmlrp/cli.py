@@ -58,6 +58,10 @@ def cmd_featurize(args) -> int:
     print("bonds perceived by: " + ", ".join(f"{k} {v}" for k, v in r["perception"].items()))
     for f in r["failures"]:
         print(f"  failed qm9:{f['id']}: {f['reason']}")
+    if r["not_in_source"]:
+        print(f"{len(r['not_in_source'])} requested id(s) are not in the source:")
+        for f in r["not_in_source"]:
+            print(f"  qm9:{f['id']}: {f['reason']}")
     if args.report:
         from molgraph.storage import atomic_write_json
 
