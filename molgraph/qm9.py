@@ -15,10 +15,12 @@ only once complete.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +152,8 @@ def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, w
     key = _key(source, featurizer)
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(out.name + ".tmp*"):  # left by a build killed while assembling
+        shutil.rmtree(stale, ignore_errors=True)
     plan_path = partial / "plan.json"
     plan = {"key": key, "chunk": CHUNK}
     if plan_path.exists() and json.loads(plan_path.read_text()) != plan:
@@ -181,12 +185,20 @@ def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, w
     bar = tqdm(total=total, unit="mol", desc="featurize", disable=not progress, smoothing=0.05)
     bar.update(len(done) * CHUNK if total is None else min(len(done) * CHUNK, total))
     n_failed = 0
-    if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_featurize_chunk, chunks(), chunksize=1)
-    else:
-        pool = None
-        results = map(_featurize_chunk, chunks())
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def bounded(pool):
+        """Results in chunk order with at most 2 x workers chunks in flight (bounded memory)."""
+        todo = chunks()
+        window = deque(pool.submit(_featurize_chunk, a) for a in itertools.islice(todo, 2 * workers))
+        while window:
+            res = window.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                window.append(pool.submit(_featurize_chunk, nxt))
+            yield res
+
+    results = bounded(pool) if pool is not None else map(_featurize_chunk, chunks())
     try:
         for res in results:
             atomic_save_npz(partial / f"chunk_{int(res['chunk']):05d}.npz", **res)
@@ -389,6 +401,8 @@ def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = Non
                    ids: Iterable[int] | None = None, sample: int | None = None, seed: int = 0) -> _Source:
     """Which molecules from where, with the checksum that keys the cache."""
     if source == "qm9pack":
+        if root is not None:
+            raise ValueError("root is for the original distribution (source='xyz'); the embedded QM9 needs none")
         checksum = src.files_checksum(src.qm9pack_files())
         universe = None
     elif source == "xyz":

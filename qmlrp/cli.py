@@ -1,7 +1,7 @@
 """`qmlrp` command line: thin subcommands over the Python API.
 
     qmlrp quickstart [--out runs/quickstart] [--sample 2000]
-    qmlrp featurize [--source qm9pack|xyz] [--root DIR] [--sample N | --ids FILE] [--workers N]
+    qmlrp featurize [--source qm9] [--root DIR] [--sample N | --ids FILE] [--workers N]
     qmlrp inspect FILE [FILE ...] [--json OUT]
     qmlrp split [--k 10] [--seed 0] --out FILE
 """
@@ -16,6 +16,8 @@ import numpy as np
 
 
 def _read_ids(path: str) -> list[int]:
+    if not Path(path).is_file():
+        raise SystemExit(f"qmlrp: {path}: no such ids file")
     text = Path(path).read_text()
     try:
         return [int(t) for t in text.replace(",", " ").split()]
@@ -24,8 +26,9 @@ def _read_ids(path: str) -> list[int]:
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default="qm9pack", choices=["qm9pack", "xyz"],
-                   help="qm9pack: the embedded QM9 (default); xyz: original dsgdb9nsd files under --root")
+    p.add_argument("--source", default="qm9", choices=["qm9", "qm9pack", "xyz"],
+                   help="qm9 (default): the embedded QM9, or the original files when --root is given; "
+                        "qm9pack: always the embedded one; xyz: original dsgdb9nsd files under --root")
     p.add_argument("--root", help="folder of dsgdb9nsd_*.xyz files or dsgdb9nsd.xyz.tar.bz2 (with --source xyz)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--sample", type=int, help="a seeded random sample of N molecules instead of all")
@@ -38,8 +41,11 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 def _load(args, progress=True):
     from molgraph import qm9
 
+    source = args.source
+    if source == "qm9":
+        source = "xyz" if args.root else "qm9pack"
     return qm9.load(
-        args.source, args.root, ids=_read_ids(args.ids) if args.ids else None, sample=args.sample,
+        source, args.root, ids=_read_ids(args.ids) if args.ids else None, sample=args.sample,
         seed=args.seed, cache_root=args.cache_dir, workers=args.workers, progress=progress,
         rebuild=getattr(args, "rebuild", False), log=lambda m: print(m, file=sys.stderr),
     )

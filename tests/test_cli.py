@@ -76,3 +76,20 @@ def test_console_script_is_installed():
     assert r.returncode == 0 and "quickstart" in r.stdout
     r = subprocess.run([sys.executable, "-m", "qmlrp.cli", "featurize", "--source", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "qm9pack" in r.stderr
+
+
+def test_featurize_original_files_with_root(tmp_path, cache, capsys, qm9_molecules):
+    from molgraph.qm9_sources import format_qm9_xyz
+
+    root = tmp_path / "dsgdb9nsd"
+    root.mkdir()
+    for qid in (1, 4, 1000):
+        (root / f"dsgdb9nsd_{qid:06d}.xyz").write_text(format_qm9_xyz(qm9_molecules[qid]))
+    (root / "dsgdb9nsd_000002.xyz").write_text("5\ngdb 2\n")
+    assert main(["featurize", "--root", str(root), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "featurized 3 of 4 molecules; 1 failed" in out and "failed qm9:2:" in out
+    assert main(["featurize", "--source", "qm9pack", "--root", str(root)]) == 2
+    assert "the embedded QM9 needs none" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no such ids file"):
+        main(["featurize", "--ids", str(tmp_path / "none.txt")])
