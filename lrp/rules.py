@@ -26,13 +26,18 @@ from torch import nn
 
 def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den, and 0 where den == 0."""
-    zero = den == 0
-    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+    out = num / den
+    return out.masked_fill_(den == 0, 0.0) if out.numel() else out
+
+
+def signed_eps(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """eps * sign(z) in z's dtype, with sign(0) = +1."""
+    return (z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps)
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + eps * sign(z), with sign(0) = +1."""
-    return z + eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+    return z + signed_eps(z, eps)
 
 
 # --------------------------------------------------------------------------- linear maps
@@ -51,42 +56,65 @@ def linear_fn(module: nn.Module):
     )
 
 
-def _bias_shape(module: nn.Module, z: torch.Tensor) -> tuple[int, ...]:
-    """How the bias broadcasts against the output: last dim for Linear, dim 1 for Conv."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return (1, -1) + (1,) * (z.dim() - 2)
-    return (-1,)
+def _is_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd)
 
 
-def _bias(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def _bias(module: nn.Module, z: torch.Tensor) -> torch.Tensor | None:
+    """The bias shaped to broadcast against the output (dim 1 for conv, last dim otherwise)."""
     b = getattr(module, "bias", None)
     if b is None:
-        return torch.zeros((), dtype=z.dtype, device=z.device)
-    return b.view(_bias_shape(module, z))
+        return None
+    b = b.detach()
+    return b.view((1, -1) + (1,) * (z.dim() - 2)) if _is_conv(module) else b
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).sum(1) if t.dim() else t.reshape(1)
+    return t.reshape(t.shape[0], -1).sum(1)
 
 
-class Hooked:
-    """What a rule returns from `apply`: the modified output, and a function of the gradient
-    arriving at the output that gives the per-sample relevance absorbed there."""
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """per-sample sum(u * v)."""
+    return (u * v).reshape(u.shape[0], -1).sum(1)
 
-    __slots__ = ("output", "absorbed")
 
-    def __init__(self, output: torch.Tensor, absorbed=None):
-        self.output = output
-        self.absorbed = absorbed
+def _bias_dot(module: nn.Module, t: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """per sample sum_k t_k b_k with the bias broadcast: reduce t to (B, channels) first."""
+    if b is None:
+        return torch.zeros(t.shape[0], dtype=t.dtype, device=t.device)
+    if _is_conv(module):
+        return t.flatten(2).sum(2) @ b.reshape(-1)
+    return t.reshape(t.shape[0], -1, t.shape[-1]).sum(1) @ b
+
+
+class _Route(torch.autograd.Function):
+    """Forward: returns `z` unchanged. Backward: `back(grad)` gives the gradients for
+    (z, *parts); z's own graph and the parts' graphs carry them on to the inputs. This is the
+    modified gradient of every rule, computed only in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, back, z, *parts):
+        ctx.back = back
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *ctx.back(grad))
+
+
+def route(back, z, *parts) -> torch.Tensor:
+    return _Route.apply(back, z, *parts)
 
 
 # --------------------------------------------------------------------------- base classes
 class Rule:
-    """Base class. `apply(module, inputs, output, ctx) -> Hooked`."""
+    """Base class. `apply(module, inputs, output, ctx) -> output tensor with the rule's
+    modified gradient`; absorbed relevance is reported with `ctx.add_absorbed(module, (B,))`
+    from the backward pass."""
 
     direct = False  # input-layer rule computing input relevance itself
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:  # pragma: no cover - abstract
+    def apply(self, module, inputs, output, ctx) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -94,42 +122,27 @@ class Rule:
         return f"{type(self).__name__}({params})"
 
 
-class _Ratio(Rule):
-    """Rules of the form zmod = z + extra(a): output zmod * (z / zmod).detach()."""
-
-    def terms(self, module, a, z) -> tuple[torch.Tensor, torch.Tensor]:
-        """(zmod, bmod): the modified pre-activation and its input-independent part."""
-        raise NotImplementedError
-
-    def apply(self, module, inputs, output, ctx) -> Hooked:
-        a, z = inputs[0], output
-        zmod, bmod = self.terms(module, a, z)
-        ratio = safe_divide(z, zmod).detach()
-        out = zmod * ratio
-        frac = safe_divide(bmod, zmod).detach()
-        # lost where zmod == 0 but z != 0: the whole R_k
-        lost = ((zmod == 0) & (z != 0)).to(z.dtype).detach()
-
-        def absorbed(grad):
-            r = grad * z.detach()
-            return _per_sample(r * frac + r * lost)
-
-        return Hooked(out, absorbed)
-
-
 # --------------------------------------------------------------------------- linear rules
 @dataclass(frozen=True, repr=False)
-class Zero(_Ratio):
-    """LRP-0 (Bach et al. 2015): R_j = sum_k a_j w_jk / z_k R_k. Equals gradient x input."""
+class Zero(Rule):
+    """LRP-0 (Bach et al. 2015): R_j = sum_k a_j w_jk / z_k R_k. Equals gradient x input; the
+    bias keeps R_k b_k / z_k."""
 
-    def terms(self, module, a, z):
-        return z, _bias(module, z).expand_as(z)
+    def apply(self, module, inputs, z, ctx):
+        b = _bias(module, z)
+
+        def back(g):
+            if ctx.track:
+                ctx.add_absorbed(module, _bias_dot(module, g, b))  # R_k b_k / z_k = g_k b_k
+            return (g,)
+
+        return route(back, z)
 
 
 @dataclass(frozen=True, repr=False)
-class Epsilon(_Ratio):
+class Epsilon(Rule):
     """LRP-epsilon: R_j = sum_k a_j w_jk / (z_k + eps sign(z_k)) R_k (Bach et al. 2015;
-    Montavon et al. 2019). eps >= 0; the stabilizer absorbs what is not passed on."""
+    Montavon et al. 2019). eps >= 0; bias and stabilizer keep R_k (b_k + eps sign z_k) / zmod_k."""
 
     epsilon: float = 1e-6
 
@@ -137,15 +150,27 @@ class Epsilon(_Ratio):
         if not self.epsilon >= 0:
             raise ValueError(f"Epsilon needs epsilon >= 0, got {self.epsilon}")
 
-    def terms(self, module, a, z):
-        zmod = stabilize(z, self.epsilon)
-        return zmod, _bias(module, z) + (zmod - z)
+    def apply(self, module, inputs, z, ctx):
+        if self.epsilon == 0:
+            return Zero().apply(module, inputs, z, ctx)
+        b, eps, zd = _bias(module, z), self.epsilon, z.detach()
+
+        def back(g):
+            # z / (z + eps sign z) = |z| / (|z| + eps): no sign tensor needed
+            az = zd.abs()
+            gz = g * (az / (az + eps))
+            # R_k (b_k + eps sign z_k) / zmod_k = R_k - gz_k (z_k - b_k): kept by bias and stabilizer
+            if ctx.track:
+                ctx.add_absorbed(module, _dot(g - gz, zd) + _bias_dot(module, gz, b))
+            return (gz,)
+
+        return route(back, z)
 
 
 @dataclass(frozen=True, repr=False)
-class Gamma(_Ratio):
+class Gamma(Rule):
     """LRP-gamma (Montavon et al. 2019): R_j = sum_k a_j (w_jk + gamma w+_jk) /
-    sum_j a_j (w_jk + gamma w+_jk) + b_k + gamma b+_k) R_k. Meant for a >= 0 (after ReLU)."""
+    (sum_j a_j (w_jk + gamma w+_jk) + b_k + gamma b+_k) R_k. Meant for a >= 0 (after ReLU)."""
 
     gamma: float = 0.25
 
@@ -153,14 +178,24 @@ class Gamma(_Ratio):
         if not self.gamma >= 0:
             raise ValueError(f"Gamma needs gamma >= 0, got {self.gamma}")
 
-    def terms(self, module, a, z):
-        f = linear_fn(module)
-        b = getattr(module, "bias", None)
-        extra = f(a, module.weight.clamp(min=0), None)
-        bias = _bias(module, z)
-        bmod = bias + self.gamma * bias.clamp(min=0) if b is not None else torch.zeros_like(z)
-        zmod = z + self.gamma * extra + (self.gamma * bias.clamp(min=0) if b is not None else 0)
-        return zmod, bmod.expand_as(z)
+    def apply(self, module, inputs, z, ctx):
+        a, zd, gamma = inputs[0], z.detach(), self.gamma
+        w, b = module.weight.detach(), _bias(module, z)
+        bmod = None if b is None else b + gamma * b.clamp(min=0)
+        # one matmul with the modified weights; the gradient flows through it alone (not z)
+        zmod = linear_fn(module)(a, w + gamma * w.clamp(min=0), None)
+        if bmod is not None:
+            zmod = zmod + bmod
+
+        def back(g):
+            zm = zmod.detach()
+            gz = safe_divide(g * zd, zm)
+            if ctx.track:
+                lost = _per_sample((g * zd).masked_fill_(zm != 0, 0.0))
+                ctx.add_absorbed(module, _bias_dot(module, gz, bmod) + lost)
+            return None, gz
+
+        return route(back, z, zmod)
 
 
 @dataclass(frozen=True, repr=False)
@@ -169,7 +204,7 @@ class AlphaBeta(Rule):
     R_j = sum_k (alpha (a_j w_jk)+ / z+_k - beta (a_j w_jk)- / z-_k) R_k, where
     z+_k = sum_j (a_j w_jk)+ + b+_k and z-_k = sum_j (a_j w_jk)- + b-_k. Sign convention:
     beta weighs the negative contributions and is subtracted (AlphaBeta(2, 1) is 'alpha2-beta1').
-    `bias=False` drops the bias from z+ and z- (then nothing is absorbed)."""
+    `bias=False` drops the bias from z+ and z- (nothing is absorbed but where z+ or z- is 0)."""
 
     alpha: float = 2.0
     beta: float = 1.0
@@ -179,34 +214,42 @@ class AlphaBeta(Rule):
         if abs(self.alpha - self.beta - 1.0) > 1e-9 or self.beta < 0:
             raise ValueError(f"AlphaBeta needs alpha - beta = 1 and beta >= 0, got alpha={self.alpha}, beta={self.beta}")
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
-        a, z = inputs[0], output
+    def apply(self, module, inputs, z, ctx):
+        a, zd = inputs[0], z.detach()
         f = linear_fn(module)
-        wp, wn = module.weight.clamp(min=0), module.weight.clamp(max=0)
-        ap, an = a.clamp(min=0), a.clamp(max=0)
-        zp, zn = f(ap, wp, None), f(ap, wn, None)
+        w = module.weight.detach()
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        ap = a.clamp(min=0)
+        # z- is computed, not taken as z - z+: round-off there turns an exact 0 into 1e-16
+        zp, zn = f(ap, wp, None), (f(ap, wn, None) if self.beta else None)
         if bool((a < 0).any()):
-            zp, zn = zp + f(an, wn, None), zn + f(an, wp, None)
-        bias = _bias(module, z) if self.bias else torch.zeros((), dtype=z.dtype, device=z.device)
-        # zn is computed, not taken as z - zp: round-off there turns an exact 0 into 1e-16
-        bp, bn = bias.clamp(min=0), bias.clamp(max=0)
-        zp, zn = zp + bp, zn + bn
-        rp, rn = safe_divide(z, zp).detach(), safe_divide(z, zn).detach()
-        out = self.alpha * zp * rp - self.beta * zn * rn
-        # forward value: alpha z - beta z = z wherever both parts are non-zero; keep z exactly
-        out = out + (z - out).detach()
-        passed = (self.alpha * safe_divide(zp - bp, zp) - self.beta * safe_divide(zn - bn, zn)).detach()
+            an = a.clamp(max=0)
+            zp = zp + f(an, wn, None)
+            zn = zn + f(an, wp, None) if self.beta else None
+        b = _bias(module, z) if self.bias else None
+        alpha, beta = self.alpha, self.beta
 
-        def absorbed(grad):
-            r = grad * z.detach()
-            return _per_sample(r * (1 - passed))
+        def back(g):
+            r = g * zd
+            den_p = zp.detach() if b is None else zp.detach() + b.clamp(min=0)
+            gp = safe_divide(alpha * r, den_p)
+            passed = gp * zp.detach() if ctx.track else None
+            grads = [None, gp]
+            if beta:
+                den_n = zn.detach() if b is None else zn.detach() + b.clamp(max=0)
+                gn = safe_divide(-beta * r, den_n)
+                passed = passed + gn * zn.detach() if ctx.track else None
+                grads.append(gn)
+            if ctx.track:
+                ctx.add_absorbed(module, _per_sample(r - passed))
+            return tuple(grads)
 
-        return Hooked(out, absorbed)
+        return route(back, z, zp, *( (zn,) if beta else ()))
 
 
 class ZPlus(AlphaBeta):
     """z+ rule (Montavon et al. 2017): R_j = sum_k (a_j w_jk)+ / sum_j (a_j w_jk)+ R_k
-    (alpha = 1, beta = 0, biases ignored, so nothing is absorbed)."""
+    (alpha = 1, beta = 0, biases ignored: nothing is absorbed but where no contribution is positive)."""
 
     def __init__(self):
         super().__init__(alpha=1.0, beta=0.0, bias=False)
@@ -225,7 +268,7 @@ class _Direct(Rule):
         """(R_in with a's shape, absorbed per sample)."""
         raise NotImplementedError
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
+    def apply(self, module, inputs, output, ctx):
         a = inputs[0]
         key = ctx.input_key(a, module)
         rule = self
@@ -241,10 +284,11 @@ class _Direct(Rule):
                 with torch.enable_grad():
                     r_in, lost = rule.input_relevance(module, a.detach(), output.detach(), r_out)
                 ctx.add_direct(key, r_in)
-                ctx.add_absorbed(module, lost)
+                if ctx.track:
+                    ctx.add_absorbed(module, lost)
                 return torch.zeros_like(a), None
 
-        return Hooked(_Fn.apply(a, output.detach()), None)
+        return _Fn.apply(a, output.detach())
 
 
 def _grad_of(fn, leaves, grad_out):
@@ -272,6 +316,7 @@ class ZBox(_Direct):
         high = torch.as_tensor(self.high, dtype=a.dtype, device=a.device).expand_as(a)
         w, wp, wn = module.weight, module.weight.clamp(min=0), module.weight.clamp(max=0)
         bias = _bias(module, z)
+        bias = torch.zeros((), dtype=z.dtype, device=z.device) if bias is None else bias
         zmod = z - f(low, wp, None) - f(high, wn, None)
         s = safe_divide(r_out, zmod)
         ga, gl, gh = (torch.autograd.grad(f(x, wt, None), x, s)[0] for x, wt in
@@ -316,15 +361,21 @@ class Pass(Rule):
 
     expand: object = None
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
-        x = inputs[0]
+    def apply(self, module, inputs, output, ctx):
         if self.expand is None and type(module) is nn.ReLU:
-            return Hooked(output, None)  # relu(x) / x is the ReLU derivative: the plain gradient is exact
+            return output  # relu(x) / x is the ReLU derivative: the plain gradient is exact
+        x = inputs[0]
         xb = x if self.expand is None else self.expand(x, output)
-        ratio = safe_divide(output, xb).detach()
-        out = xb * ratio
-        lost = ((xb == 0) & (output != 0)).to(output.dtype).detach()
-        return Hooked(out, lambda grad: _per_sample(grad * output.detach() * lost))
+        yd = output.detach()
+
+        def back(g):
+            r = g * yd
+            gx = safe_divide(r, xb.detach())
+            if ctx.track:
+                ctx.add_absorbed(module, _per_sample(r.masked_fill_(xb.detach() != 0, 0.0)))
+            return None, gx
+
+        return route(back, output, xb)
 
 
 @dataclass(frozen=True, repr=False)
@@ -340,13 +391,19 @@ class Norm(Rule):
         if not self.epsilon >= 0:
             raise ValueError(f"Norm needs epsilon >= 0, got {self.epsilon}")
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
+    def apply(self, module, inputs, output, ctx):
         if self.epsilon == 0:
-            return Hooked(output, None)
-        zmod = stabilize(output, self.epsilon)
-        out = zmod * safe_divide(output, zmod).detach()
-        frac = safe_divide(zmod - output, zmod).detach()
-        return Hooked(out, lambda grad: _per_sample(grad * output.detach() * frac))
+            return output
+        eps, zd = self.epsilon, output.detach()
+
+        def back(g):
+            az = zd.abs()
+            gz = g * (az / (az + eps))
+            if ctx.track:
+                ctx.add_absorbed(module, _dot(g - gz, zd))
+            return (gz,)
+
+        return route(back, output)
 
 
 @dataclass(frozen=True, repr=False)
@@ -361,7 +418,7 @@ class Product(Rule):
         if self.mode not in ("half", "first", "second"):
             raise ValueError(f"Product mode must be 'half', 'first' or 'second', got {self.mode!r}")
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
+    def apply(self, module, inputs, output, ctx):
         if len(inputs) != 2:
             raise TypeError(f"Product rule needs a module with two inputs, {type(module).__name__} got {len(inputs)}")
         u, v = inputs
@@ -371,7 +428,7 @@ class Product(Rule):
             out = u.detach() * v
         else:
             out = 0.5 * (u * v.detach() + u.detach() * v)
-        return Hooked(out + (output - out).detach(), None)
+        return out + (output - out).detach()
 
 
 @dataclass(frozen=True, repr=False)
@@ -379,5 +436,5 @@ class Gradient(Rule):
     """The plain gradient (no modification): right for max pooling (winner takes all) and for
     any op where gradient x input is the intended message."""
 
-    def apply(self, module, inputs, output, ctx) -> Hooked:
-        return Hooked(output, None)
+    def apply(self, module, inputs, output, ctx):
+        return output
