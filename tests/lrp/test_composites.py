@@ -77,3 +77,32 @@ def test_with_rules_is_immutable_and_validated():
         lrp.Composite(layer_map=((int, R.Zero()),))
     with pytest.raises(TypeError, match="must be a Rule"):
         lrp.Composite(name_map={"x": "epsilon"})
+
+
+def test_plugin_rules_come_from_the_entry_point_group(tmp_path, monkeypatch):
+    """A package registers rules for its module types through `qmlrp.lrp_rules`, without
+    touching any global state of lrp."""
+    (tmp_path / "fake_plugin.py").write_text(
+        "from torch import nn\nfrom lrp import rules\n"
+        "class Doubler(nn.Module):\n    def forward(self, x):\n        return 2 * x\n"
+        "RULES = [(Doubler, rules.Gradient())]\n"
+    )
+    dist = tmp_path / "fake_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{lrp.ENTRY_POINT_GROUP}]\nfake = fake_plugin:RULES\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from lrp.composites import plugin_rules
+
+    plugin_rules.cache_clear()
+    try:
+        import fake_plugin
+
+        model = nn.Sequential(nn.Linear(3, 2).double(), fake_plugin.Doubler())
+        x = torch.randn(2, 3, dtype=torch.float64)
+        e = lrp.explain(model, x, "zero")
+        torch.testing.assert_close(e.total() + e.absorbed, e.explained)
+        with pytest.raises(TypeError, match="Doubler"):
+            lrp.explain(model, x, lrp.Composite(layer_map=((nn.Linear, R.Zero()),), plugins=False))
+    finally:
+        plugin_rules.cache_clear()
