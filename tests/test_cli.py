@@ -66,7 +66,11 @@ def test_quickstart_writes_a_report(tmp_path, cache):
     assert summary["n_molecules"] + summary["n_failed"] == 60
     assert set(summary["feature_groups"]) >= {"atom_type", "spatial_distance"}
     page = (out / "report.html").read_text()
-    for link in ("feature_groups.png", "targets.png", "split_10fold.json", "summary.json"):
+    model = summary["model"]
+    assert model["n_train"] + model["n_val"] + model["n_test"] == summary["n_molecules"]
+    assert model["max_conservation_error"] < 1e-4 and set(model["groups"]) == set(summary["feature_groups"])
+    assert abs(sum(g["share"] for g in model["groups"].values()) - 1) < 1e-6
+    for link in ("feature_groups.png", "targets.png", "group_relevance.png", "split_10fold.json", "summary.json"):
         assert f'"{link}"' in page and (out / link).exists()
     assert (out / "feature_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
