@@ -28,8 +28,15 @@ class Explanation:
     relevance: torch.Tensor | tuple[torch.Tensor, ...]
     output: torch.Tensor
     explained: torch.Tensor
-    absorbed: torch.Tensor
     absorbed_by: dict = field(default_factory=dict)
+    tracked_absorbed: torch.Tensor | None = None
+
+    @property
+    def absorbed(self) -> torch.Tensor:
+        """(B,) tracked module by module, or explained - sum(relevance) when not tracked."""
+        if self.tracked_absorbed is None:
+            self.tracked_absorbed = self.explained - self.total()
+        return self.tracked_absorbed
 
     @property
     def relevances(self) -> tuple[torch.Tensor, ...]:
@@ -142,26 +149,29 @@ def explain(model: nn.Module, inputs, composite: Composite | str | None = "epsil
                 raise TypeError(f"model returns {type(out).__name__}; explain needs one output tensor")
             r0 = _start_relevance(out.detach(), target, ref_out)
             grad_out = safe_divide(r0, out.detach())
-            lost_at_output = ((out.detach() == 0) & (r0 != 0)).to(r0.dtype) * r0
+            lost_at_output = ((out.detach() == 0) & (r0 != 0)).to(r0.dtype) * r0 if track_absorbed else None
             grads = torch.autograd.grad(out, xs, grad_out, allow_unused=True)
     relevance = []
     for k, (x, g) in enumerate(zip(xs, grads)):
-        r = torch.zeros_like(x) if g is None else x.detach() * g
+        if g is None:
+            r = torch.zeros_like(x)
+        elif g.is_contiguous() and g.shape == x.shape:
+            r = g.mul_(x.detach())  # the gradient buffer is ours: multiply in place
+        else:
+            r = g * x.detach()
         if k in ctx.direct:
             r = r + ctx.direct[k]
         relevance.append(r.detach())
     batch = out.shape[0]
     explained = r0.reshape(batch, -1).sum(1)
-    per = {}
+    per, absorbed = {}, None
     if track_absorbed:
         per = {name: sum(v).detach() for name, v in ctx.absorbed.items() if v}
         lost = lost_at_output.reshape(batch, -1).sum(1)
         if bool(lost.any()):
             per["<output>"] = lost
         absorbed = sum(per.values()) if per else torch.zeros(batch, dtype=out.dtype, device=out.device)
-    else:
-        absorbed = explained - sum(r.reshape(batch, -1).sum(1) for r in relevance)
     return Explanation(
         relevance=relevance[0] if single else tuple(relevance), output=out.detach(),
-        explained=explained, absorbed=absorbed, absorbed_by=per,
+        explained=explained, absorbed_by=per, tracked_absorbed=absorbed,
     )
