@@ -16,7 +16,8 @@ from .rules import safe_divide
 class Explanation:
     """Result of `explain`.
 
-    relevance: one tensor per input (same shapes), or a single tensor for a single input.
+    relevance: one tensor per input (same shapes), or a single tensor for a single input;
+        None for inputs that are not floating point (masks, indices).
     output: the model output, detached.
     explained: (B,) the quantity distributed: sum of the start relevance per sample.
     absorbed: (B,) relevance kept by biases, stabilizers and zero-valued nodes.
@@ -44,7 +45,7 @@ class Explanation:
 
     def total(self) -> torch.Tensor:
         """(B,) relevance summed over every input feature."""
-        return sum(r.reshape(r.shape[0], -1).sum(1) for r in self.relevances)
+        return sum(r.reshape(r.shape[0], -1).sum(1) for r in self.relevances if r is not None)
 
     def conservation_error(self) -> torch.Tensor:
         """(B,) |sum(relevance) + absorbed - explained|."""
@@ -135,7 +136,10 @@ def explain(model: nn.Module, inputs, composite: Composite | str | None = "epsil
     """
     single = isinstance(inputs, torch.Tensor)
     xs = (inputs,) if single else tuple(inputs)
-    xs = tuple(x.detach().requires_grad_(True) for x in xs)  # shares storage; the caller's tensor is untouched
+    # float inputs receive relevance (detach shares storage: the caller's tensor is untouched);
+    # others (a bool atom mask, integer indices) pass through and get None
+    xs = tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in xs)
+    wanted = [x for x in xs if x.requires_grad]
     ref_out = None
     if reference is not None:
         refs = (reference,) if isinstance(reference, torch.Tensor) else tuple(reference)
@@ -150,9 +154,13 @@ def explain(model: nn.Module, inputs, composite: Composite | str | None = "epsil
             r0 = _start_relevance(out.detach(), target, ref_out)
             grad_out = safe_divide(r0, out.detach())
             lost_at_output = ((out.detach() == 0) & (r0 != 0)).to(r0.dtype) * r0 if track_absorbed else None
-            grads = torch.autograd.grad(out, xs, grad_out, allow_unused=True)
+            grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+            grads = [next(grads) if x.requires_grad else None for x in xs]
     relevance = []
     for k, (x, g) in enumerate(zip(xs, grads)):
+        if not x.is_floating_point():
+            relevance.append(None)
+            continue
         if g is None:
             r = torch.zeros_like(x)
         elif g.is_contiguous() and g.shape == x.shape:

@@ -128,6 +128,73 @@ def cmd_split(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import gcnn
+    from molgraph import TARGETS, splits
+
+    if args.target not in TARGETS or TARGETS[args.target].kind != "scalar":
+        valid = ", ".join(t for t, v in TARGETS.items() if v.kind == "scalar")
+        print(f"qmlrp train: unknown scalar target {args.target!r}; valid: {valid}", file=sys.stderr)
+        return 2
+    ds = _load(args)
+    if args.split:
+        sp = splits.load_split(args.split)
+        sp = sp.fold(args.fold) if isinstance(sp, splits.KFold) else sp
+    else:
+        sp = splits.train_val_test(ds.ids, val=0.1, test=0.1, seed=args.seed, source=ds.manifest["source"])
+    train_ids = sp.train
+    if args.train_size:
+        train_ids = np.sort(np.random.default_rng(args.seed).permutation(sp.train)[: args.train_size])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
+    config = gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
+    trainer = gcnn.Trainer(out, config=config, log=lambda m: print(m, file=sys.stderr))
+    trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+    metrics = trainer.evaluate(ds.subset(sp.test))
+    m = metrics["targets"][args.target]
+    print(f"{args.target}: test MAE {m['mae']:.4f} {m['unit']}, RMSE {m['rmse']:.4f}, R^2 {m['r2']:.4f} "
+          f"(n_train {metrics['n_train']}, n_test {metrics['n_test']}) -> {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import gcnn
+    from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
+
+    try:
+        predictor = gcnn.load(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp predict: {exc}", file=sys.stderr)
+        return 2
+    featurizer = MolecularGraphFeaturizer()
+    rows, failures = [], []
+    for path in args.files:
+        for item in iter_molecules(path):
+            try:
+                if isinstance(item, MoleculeError):
+                    raise item
+                g = featurizer(item)
+            except MoleculeError as exc:
+                failures.append(str(exc))
+                continue
+            mean, spread = predictor.predict_graphs([g])
+            for k, t in enumerate(predictor.targets):
+                rows.append({"source": item.source, "index": item.index, "name": item.name, "formula": item.formula,
+                             "target": t, "prediction": float(mean[0, k]), "uncertainty": float(spread[0, k]),
+                             "unit": predictor.units[t], "n_models": len(predictor.models)})
+    if args.json:
+        print(json.dumps({"predictions": rows, "failures": failures}, indent=2))
+    else:
+        for r in rows:
+            unc = f" +- {r['uncertainty']:.4f}" if r["n_models"] > 1 else ""
+            print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t{r['prediction']:.4f}{unc} {r['unit']}")
+    for f in failures:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
@@ -156,6 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("files", nargs="+")
     i.add_argument("--json", help="write the features summary as JSON here")
     i.set_defaults(func=cmd_inspect)
+
+    t = sub.add_parser("train", help="train a weave network on QM9 for one target")
+    _dataset_args(t)
+    t.add_argument("--target", required=True, help="e.g. alpha_bohr3, zpve_ev")
+    t.add_argument("--out", required=True, help="model directory (rerunning resumes)")
+    t.add_argument("--split", help="split file (qmlrp split); default: seeded 80/10/10")
+    t.add_argument("--fold", type=int, default=0, help="fold of a k-fold split file")
+    t.add_argument("--train-size", type=int, help="use only N training molecules (learning curves)")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="predict molecules from XYZ/SDF files with a trained model")
+    pr.add_argument("--model", required=True, help="model directory, or a folder of fold_*/ models (ensemble)")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("split", help="write the seeded k-fold split of the featurized QM9 ids")
     _dataset_args(s)

@@ -1,0 +1,127 @@
+"""The weave graph-convolution network (Kearnes et al. 2016) as used for MG/GC by Faber et
+al. 2017.
+
+Defaults and the choices made where Faber et al. are not explicit:
+- 2 weave modules with 50 atom and 50 pair channels (DeepChem's WeaveModel defaults, the
+  implementation Faber et al. modified);
+- ReLU activations, no normalization layers (batch normalization would have to be folded
+  before LRP, and molecules of different sizes make its statistics depend on the batch);
+- readout: a per-atom dense layer to 128 channels, the 11-bin Gaussian histogram, summed over
+  atoms (128 x 11 = 1,408 features), then a head of one hidden layer of 128 and the outputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .layers import Add, AtomSum, BothOrders, GaussianHistogram, Mask, PairSum
+
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+@dataclass(frozen=True)
+class WeaveConfig:
+    """Everything needed to rebuild a WeaveNet (saved as config.json next to the weights)."""
+
+    n_atom_features: int = 21
+    n_pair_features: int = 13
+    atom_hidden: int = 50
+    pair_hidden: int = 50
+    n_layers: int = 2
+    readout_hidden: int = 128
+    n_gaussians: int = 11
+    head_hidden: tuple[int, ...] = (128,)
+    n_outputs: int = 1
+    activation: str = "relu"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        for name in ("n_atom_features", "n_pair_features", "atom_hidden", "pair_hidden", "n_layers", "readout_hidden",
+                     "n_gaussians", "n_outputs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WeaveConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"config has unknown fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+class WeaveLayer(nn.Module):
+    """One weave module: atoms from atoms (A->A) and from the sum of their pairs (P->A); pairs
+    from both orders of their atom pair (A->P) and from pairs (P->P).
+
+    Shapes: atoms (B, N, Fa), pairs (B, N, N, Fp), atom_mask (B, N), pair_mask (B, N, N) ->
+    atoms (B, N, Ha), pairs (B, N, N, Hp)."""
+
+    def __init__(self, fa: int, fp: int, ha: int, hp: int, activation: str = "relu"):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        self.aa, self.pa = nn.Linear(fa, ha), nn.Linear(fp, ha, bias=False)
+        self.ap, self.pp = nn.Linear(fa, hp, bias=False), nn.Linear(fp, hp)
+        self.pair_sum, self.both_orders = PairSum(), BothOrders()
+        self.add_atoms, self.add_pairs = Add(), Add()
+        self.act_atoms, self.act_pairs = act(), act()
+        self.mask_atoms, self.mask_pairs = Mask(), Mask()
+
+    def forward(self, atoms, pairs, atom_mask, pair_mask):
+        a = self.add_atoms(self.aa(atoms), self.pa(self.pair_sum(pairs)))  # (B, N, Ha)
+        p = self.add_pairs(self.both_orders(self.ap(atoms)), self.pp(pairs))  # (B, N, N, Hp)
+        a = self.mask_atoms(self.act_atoms(a), atom_mask)
+        p = self.mask_pairs(self.act_pairs(p), pair_mask)
+        return a, p
+
+
+class WeaveNet(nn.Module):
+    """Weave network: `forward(atom_features (B,N,21), pair_features (B,N,N,13), atom_mask (B,N))
+    -> (B, n_outputs)`. Padding never changes a result and the output is invariant to atom order."""
+
+    def __init__(self, config: WeaveConfig | None = None, **kwargs):
+        super().__init__()
+        self.config = config or WeaveConfig(**kwargs)
+        c = self.config
+        act = ACTIVATIONS[c.activation]
+        fa, fp = c.n_atom_features, c.n_pair_features
+        layers = []
+        for _ in range(c.n_layers):
+            layers.append(WeaveLayer(fa, fp, c.atom_hidden, c.pair_hidden, c.activation))
+            fa, fp = c.atom_hidden, c.pair_hidden
+        self.layers = nn.ModuleList(layers)
+        self.readout = nn.Linear(c.atom_hidden, c.readout_hidden)
+        self.readout_act = act()
+        self.histogram = GaussianHistogram(c.n_gaussians)
+        self.mask_histogram = Mask()
+        self.atom_sum = AtomSum()
+        self.flatten = nn.Flatten()
+        head, width = [], c.readout_hidden * c.n_gaussians
+        for h in c.head_hidden:
+            head += [nn.Linear(width, h), act()]
+            width = h
+        head.append(nn.Linear(width, c.n_outputs))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, atom_features, pair_features, atom_mask):
+        mask = atom_mask.bool()
+        eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
+        pair_mask = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, N, N)
+        a, p = atom_features, pair_features
+        for layer in self.layers:
+            a, p = layer(a, p, mask, pair_mask)
+        h = self.readout_act(self.readout(a))  # (B, N, R)
+        g = self.mask_histogram(self.histogram(h), mask)  # (B, N, R, n)
+        return self.head(self.flatten(self.atom_sum(g)))  # (B, n_outputs)
+
+
+def config_json(config: WeaveConfig) -> str:
+    return json.dumps(config.to_json(), indent=2)

@@ -1,0 +1,320 @@
+"""Training: size-bucketed batches, standardized targets, Adam with a plateau schedule, early
+stopping on validation MAE, atomic resumable checkpoints, a model directory that loads without
+executing code.
+
+A model directory holds:
+    config.json   model config, targets with units, normalization, training settings, split digest
+    weights.pt    the best state_dict (torch.save; loaded with weights_only=True)
+    metrics.json  target, unit, MAE, RMSE, R^2 on the test set, n_train, n_val, n_test
+    history.csv   one row per epoch
+    split.json    the exact train / validation / test ids
+    checkpoint.pt last epoch's full state (model, optimizer, scheduler, RNG), for resuming
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import WeaveConfig, WeaveNet
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    targets: tuple[str, ...] = ("alpha_bohr3",)
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    patience: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+
+
+def size_buckets(n_atoms: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar-size molecules (little padding): sort by atom count with random tie
+    order, cut into batches, shuffle the batch order."""
+    order = np.lexsort((rng.random(len(n_atoms)), n_atoms))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def batches_in_order(n: int, batch_size: int) -> list[np.ndarray]:
+    return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def _targets(batch, names) -> torch.Tensor:
+    return torch.stack([batch.targets[t].float() for t in names], dim=1)  # (B, T)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def predict_dataset(model: nn.Module, ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """Model outputs (standardized space) for every molecule of a dataset, in dataset order."""
+    from molgraph import collate
+
+    model.eval()
+    out = []
+    order = np.argsort(ds.n_atoms, kind="stable")
+    with torch.no_grad():
+        for idx in batches_in_order(len(order), batch_size):
+            b = collate([ds[int(i)] for i in order[idx]]).to(device)
+            out.append(model(b.atom_features, b.pair_features, b.atom_mask).float().cpu())
+    pred = torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
+    back = np.empty_like(pred)
+    back[order] = pred
+    return back
+
+
+def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    err = pred - true
+    ss_res = float((err ** 2).sum())
+    ss_tot = float(((true - true.mean()) ** 2).sum())
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")}
+
+
+class Trainer:
+    """fit(train_ds, val_ds) trains a WeaveNet into `out`; rerunning resumes from checkpoint.pt."""
+
+    def __init__(self, out: str | os.PathLike, model_config: WeaveConfig | None = None,
+                 config: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True):
+        self.out = Path(out)
+        self.config = config or TrainConfig()
+        self.model_config = model_config or WeaveConfig(n_outputs=len(self.config.targets))
+        if self.model_config.n_outputs != len(self.config.targets):
+            raise ValueError(f"model has {self.model_config.n_outputs} outputs for {len(self.config.targets)} targets")
+        self.log, self.progress = log, progress
+
+    def fit(self, train_ds, val_ds, split_meta: dict | None = None, stop_after: int | None = None) -> "Trainer":
+        """Train; `stop_after` ends the call after that many epochs of this call (chunks)."""
+        from molgraph import TARGETS, collate
+
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        device = torch.device(c.device)
+        train_ds, val_ds = train_ds.with_targets(c.targets), val_ds.with_targets(c.targets)
+        y = np.stack([train_ds.target(t) for t in c.targets], 1)
+        mean, std = y.mean(0), y.std(0)
+        std[std == 0] = 1.0
+        torch.manual_seed(c.seed)
+        model = WeaveNet(self.model_config).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
+        rng = np.random.default_rng(c.seed)
+        state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0}
+        ckpt = self.out / "checkpoint.pt"
+        meta = self._meta(mean, std, train_ds, val_ds, split_meta)
+        if ckpt.exists():
+            saved = torch.load(ckpt, weights_only=True, map_location=device)
+            if saved["meta"] != json.dumps(meta, sort_keys=True):
+                raise ValueError(f"{ckpt} belongs to another run (config, targets or split differ); use another --out or delete it")
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["torch_rng"])
+            rng.bit_generator.state = saved["numpy_rng"]
+            state = saved["state"]
+            self.log(f"resuming {self.out} at epoch {state['epoch']}")
+        self._write_config(meta)
+        mean_t, std_t = torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device)
+        scaler = torch.amp.GradScaler(enabled=c.amp and device.type == "cuda")
+        n_atoms = train_ds.n_atoms
+        done_here = 0
+        from tqdm.auto import tqdm
+
+        while state["epoch"] < c.epochs and state["bad_epochs"] < c.patience:
+            if stop_after is not None and done_here >= stop_after:
+                break
+            t0 = time.time()
+            model.train()
+            batches = size_buckets(n_atoms, c.batch_size, rng)
+            total, seen = 0.0, 0
+            bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=not self.progress, leave=False)
+            for idx in bar:
+                b = collate([train_ds[int(i)] for i in idx]).to(device)
+                yt = (_targets(b, c.targets) - mean_t) / std_t
+                with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
+                    pred = model(b.atom_features, b.pair_features, b.atom_mask)
+                    loss = nn.functional.mse_loss(pred.float(), yt)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+            train_seconds = time.time() - t0
+            val_pred = predict_dataset(model, val_ds, device=c.device) * std + mean
+            val_true = np.stack([val_ds.target(t) for t in c.targets], 1)
+            val_mae = float(np.abs(val_pred - val_true).mean(0).mean())
+            sched.step(val_mae)
+            state["epoch"] += 1
+            done_here += 1
+            if val_mae < state["best_val"]:
+                state.update(best_val=val_mae, best_epoch=state["epoch"], bad_epochs=0)
+                _atomic_torch_save(model.state_dict(), self.out / "weights.pt")
+            else:
+                state["bad_epochs"] += 1
+            row = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "val_mae": val_mae,
+                   "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+                   "molecules_per_s": round(seen / train_seconds, 1)}
+            self._append_history(row)
+            _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+                                "state": state, "meta": json.dumps(meta, sort_keys=True)}, ckpt)
+            unit = TARGETS[c.targets[0]].unit
+            self.log(f"epoch {state['epoch']}: train loss {row['train_loss']:.4f}, val MAE {val_mae:.4f} {unit}, "
+                     f"{row['molecules_per_s']:.0f} training mol/s")
+        self.state_ = state
+        return self
+
+    def evaluate(self, test_ds, device: str | None = None) -> dict:
+        """Test metrics of the best weights, written to metrics.json."""
+        from molgraph import TARGETS
+
+        pred_model = load(self.out, device=device or self.config.device)
+        pred = pred_model.predict_dataset(test_ds)
+        metrics = {"n_train": self._cfg()["n_train"], "n_val": self._cfg()["n_val"], "n_test": len(test_ds), "targets": {}}
+        for k, t in enumerate(self.config.targets):
+            m = regression_metrics(pred[:, k], test_ds.target(t))
+            metrics["targets"][t] = {"unit": TARGETS[t].unit, **m}
+        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    # -- files
+    def _meta(self, mean, std, train_ds, val_ds, split_meta) -> dict:
+        return {"model": self.model_config.to_json(), "train": asdict(self.config), "targets": list(self.config.targets),
+                "mean": [float(m) for m in mean], "std": [float(s) for s in std], "n_train": len(train_ds),
+                "n_val": len(val_ds), "split": split_meta or {}, "featurizer_version": train_ds.manifest["featurizer_version"]}
+
+    def _write_config(self, meta: dict) -> None:
+        from molgraph import TARGETS
+
+        cfg = {**meta, "units": {t: TARGETS[t].unit for t in meta["targets"]}, "format": "qmlrp-weave-1"}
+        _atomic_text(self.out / "config.json", json.dumps(cfg, indent=2))
+
+    def _cfg(self) -> dict:
+        return json.loads((self.out / "config.json").read_text())
+
+    def _append_history(self, row: dict) -> None:
+        path = self.out / "history.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+class Predictor:
+    """A trained model (or an ensemble of them) that predicts in the targets' units."""
+
+    def __init__(self, models: Sequence[nn.Module], mean: np.ndarray, std: np.ndarray, targets: Sequence[str],
+                 units: dict, device: str = "cpu"):
+        self.models, self.mean, self.std = list(models), np.asarray(mean), np.asarray(std)
+        self.targets, self.units, self.device = tuple(targets), dict(units), device
+
+    def predict_dataset(self, ds) -> np.ndarray:
+        """(M, T) mean prediction over the ensemble, in target units."""
+        return self.predict_dataset_with_spread(ds)[0]
+
+    def predict_dataset_with_spread(self, ds) -> tuple[np.ndarray, np.ndarray]:
+        preds = np.stack([predict_dataset(m, ds, device=self.device) * self.std + self.mean for m in self.models])
+        return preds.mean(0), preds.std(0)
+
+    def predict_graphs(self, graphs) -> tuple[np.ndarray, np.ndarray]:
+        """MolGraphs -> ((n, T) prediction, (n, T) ensemble spread; zeros for one model)."""
+        from molgraph import collate
+
+        if not graphs:
+            return np.zeros((0, len(self.targets))), np.zeros((0, len(self.targets)))
+        b = collate([g.with_targets({}) for g in graphs]).to(self.device)
+        outs = []
+        with torch.no_grad():
+            for m in self.models:
+                m.eval()
+                outs.append(m(b.atom_features, b.pair_features, b.atom_mask).float().cpu().numpy() * self.std + self.mean)
+        outs = np.stack(outs)
+        return outs.mean(0), outs.std(0)
+
+
+def _load_one(model_dir: Path, device: str):
+    cfg_path, w_path = model_dir / "config.json", model_dir / "weights.pt"
+    if not cfg_path.exists() or not w_path.exists():
+        raise FileNotFoundError(f"{model_dir}: not a model directory (needs config.json and weights.pt)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if cfg.get("format") != "qmlrp-weave-1":
+        raise ValueError(f"{cfg_path}: unknown model format {cfg.get('format')!r}; expected 'qmlrp-weave-1'")
+    model = WeaveNet(WeaveConfig.from_json(cfg["model"]))
+    state = torch.load(w_path, weights_only=True, map_location=device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
+    if len(cfg["mean"]) != model.config.n_outputs or len(cfg["targets"]) != model.config.n_outputs:
+        raise ValueError(f"{cfg_path}: {len(cfg['targets'])} targets but the model has {model.config.n_outputs} outputs")
+    return model.to(device).eval(), cfg
+
+
+def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
+    """A model directory, or a directory of fold_*/ model directories (an ensemble: prediction
+    = mean, uncertainty = spread), as a Predictor. Loads config + weights; never unpickles code."""
+    root = Path(model_dir)
+    dirs = [root] if (root / "config.json").exists() else sorted(p for p in root.glob("fold_*") if (p / "weights.pt").exists())
+    if not dirs:
+        raise FileNotFoundError(f"{root}: no config.json + weights.pt, and no fold_*/ model directories")
+    loaded = [_load_one(d, device) for d in dirs]
+    cfg0 = loaded[0][1]
+    for _, cfg in loaded[1:]:
+        if cfg["targets"] != cfg0["targets"]:
+            raise ValueError(f"{root}: ensemble members predict different targets")
+    # members may have different normalization; fold it into each member's output layer
+    models = []
+    for m, cfg in loaded:
+        models.append(_Denormalized(m, cfg["mean"], cfg["std"]))
+    return Predictor(models, np.zeros(len(cfg0["targets"])), np.ones(len(cfg0["targets"])), cfg0["targets"], cfg0["units"], device)
+
+
+class _Denormalized(nn.Module):
+    """A member with its own target normalization undone: outputs in target units."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, a, p, m):
+        return self.model(a, p, m) * self.std + self.mean

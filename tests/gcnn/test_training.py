@@ -1,0 +1,115 @@
+"""Training, resuming and loading model directories; the predict CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import gcnn
+from molgraph import qm9
+from qmlrp.cli import main
+
+from ..conftest import QM9_IDS
+
+SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    ids = list(range(1, 121))
+    ds = qm9.load(ids=ids, cache_root=tmp_path_factory.mktemp("c"), workers=1, progress=False, log=lambda m: None)
+    ids = ds.ids
+    return ds, ds.subset(ids[:80]), ds.subset(ids[80:100]), ds.subset(ids[100:])
+
+
+def _trainer(out, epochs):
+    cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=epochs, batch_size=16, seed=3)
+    return gcnn.Trainer(out, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False)
+
+
+def test_resumed_training_gives_the_same_weights(tmp_path, data):
+    _, train, val, test = data
+    _trainer(tmp_path / "a", 4).fit(train, val)
+    _trainer(tmp_path / "b", 4).fit(train, val, stop_after=2)  # killed after two epochs
+    assert len((tmp_path / "b" / "history.csv").read_text().splitlines()) == 3
+    _trainer(tmp_path / "b", 4).fit(train, val)  # the same command again resumes
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    hist = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    assert len(hist) == 5 and hist[0].startswith("epoch,train_loss,val_mae")
+    metrics = _trainer(tmp_path / "a", 4).evaluate(test)
+    m = metrics["targets"]["alpha_bohr3"]
+    assert m["unit"] == "bohr^3" and m["mae"] > 0 and metrics["n_test"] == len(test)
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == metrics
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, data):
+    _, train, val, _ = data
+    _trainer(tmp_path, 1).fit(train, val)
+    other = gcnn.Trainer(tmp_path, gcnn.WeaveConfig(**{**SMALL, "atom_hidden": 9}),
+                         gcnn.TrainConfig(epochs=2, batch_size=16, seed=3), log=lambda m: None, progress=False)
+    with pytest.raises(ValueError, match="belongs to another run"):
+        other.fit(train, val)
+
+
+def test_load_predicts_in_units_and_refuses_tampered_configs(tmp_path, data):
+    ds, train, val, test = data
+    _trainer(tmp_path / "m", 2).fit(train, val)
+    p = gcnn.load(tmp_path / "m")
+    pred = p.predict_dataset(test)
+    assert pred.shape == (len(test), 1) and np.isfinite(pred).all()
+    mean, spread = p.predict_graphs([test[0], test[1]])
+    np.testing.assert_allclose(mean, pred[:2], rtol=1e-5)
+    assert (spread == 0).all()
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["atom_hidden"] = 12
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match"):
+        gcnn.load(tmp_path / "m")
+    cfg["format"] = "pickle"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown model format"):
+        gcnn.load(tmp_path / "m")
+    cfg_path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        gcnn.load(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="not a model directory|no config.json"):
+        gcnn.load(tmp_path / "nothing")
+
+
+def test_ensemble_of_fold_models_gives_mean_and_spread(tmp_path, data):
+    _, train, val, test = data
+    for k in range(2):
+        cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=1, batch_size=16, seed=k)
+        gcnn.Trainer(tmp_path / f"fold_{k}", gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False).fit(train, val)
+    p = gcnn.load(tmp_path)
+    assert len(p.models) == 2
+    mean, spread = p.predict_graphs([test[0]])
+    singles = [gcnn.load(tmp_path / f"fold_{k}").predict_graphs([test[0]])[0] for k in range(2)]
+    np.testing.assert_allclose(mean, np.mean(singles, 0), rtol=1e-5)
+    np.testing.assert_allclose(spread, np.std(singles, 0), rtol=1e-4, atol=1e-6)
+    assert spread[0, 0] > 0
+
+
+def test_train_and_predict_cli(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    monkeypatch.setenv("QMLRP_CACHE", str(tmp_path / "cache"))
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(map(str, range(1, 61))))
+    out = tmp_path / "model"
+    assert main(["train", "--ids", str(ids), "--workers", "1", "--target", "zpve_ev", "--out", str(out),
+                 "--epochs", "1", "--batch-size", "16"]) == 0
+    assert "zpve_ev: test MAE" in capsys.readouterr().out
+    assert {"config.json", "weights.pt", "metrics.json", "history.csv", "split.json", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
+    data = Path(__file__).parent.parent / "data"
+    rc = main(["predict", "--model", str(out), str(data / "ethanol.sdf"), str(data / "malformed" / "open_shell.xyz"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "open-shell" in captured.err
+    rows = json.loads(captured.out)["predictions"]
+    assert len(rows) == 1 and rows[0]["unit"] == "eV" and rows[0]["formula"] == "C2H6O"
+    assert main(["train", "--target", "alpha", "--out", str(out)]) == 2
+    assert main(["predict", "--model", str(tmp_path / "none"), str(data / "ethanol.sdf")]) == 2
