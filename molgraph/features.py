@@ -70,11 +70,6 @@ GROUP_NAMES: tuple[str, ...] = tuple(FEATURE_GROUPS)
 assert N_ATOM_FEATURES == 21 and N_PAIR_FEATURES == 13 and len(FEATURE_GROUPS) == 12
 
 
-def atom_block_size(max_atoms: int) -> int:
-    """Length of the atom block of the flattened Molecular Graph (21 n)."""
-    return N_ATOM_FEATURES * max_atoms
-
-
 def flat_size(max_atoms: int) -> int:
     """Length of the flattened Molecular Graph: 21 n + 13 n(n-1)/2 (5,887 for n = 29)."""
     return N_ATOM_FEATURES * max_atoms + N_PAIR_FEATURES * max_atoms * (max_atoms - 1) // 2

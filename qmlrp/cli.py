@@ -198,19 +198,21 @@ def cmd_predict(args) -> int:
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
-    return run(out=Path(args.out), sample=args.sample, seed=args.seed, cache_root=args.cache_dir, workers=args.workers)
+    return run(out=Path(args.out), sample=args.sample, seed=args.seed, cache_root=args.cache_dir, workers=args.workers,
+               epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qmlrp", description="Explain what chemistry-trained neural networks learn.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    q = sub.add_parser("quickstart", help="featurize a QM9 sample, split it, and write a report")
+    q = sub.add_parser("quickstart", help="featurize a QM9 sample, train a weave network, explain it, write a report")
     q.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
     q.add_argument("--sample", type=int, default=2000, help="molecules to use (default 2000)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--cache-dir")
     q.add_argument("--workers", type=int)
+    q.add_argument("--epochs", type=int, default=30, help="training epochs of the weave network (default 30)")
     q.set_defaults(func=cmd_quickstart)
 
     f = sub.add_parser("featurize", help="build the featurized QM9 cache and report failures")

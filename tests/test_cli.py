@@ -61,16 +61,18 @@ def test_split_writes_a_loadable_kfold(tmp_path, cache, capsys):
 
 def test_quickstart_writes_a_report(tmp_path, cache):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out), "--sample", "60", "--workers", "1"]) == 0
+    assert main(["quickstart", "--out", str(out), "--sample", "60", "--workers", "1", "--epochs", "3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_molecules"] + summary["n_failed"] == 60
     assert set(summary["feature_groups"]) >= {"atom_type", "spatial_distance"}
     page = (out / "report.html").read_text()
     model = summary["model"]
     assert model["n_train"] + model["n_val"] + model["n_test"] == summary["n_molecules"]
-    assert model["max_conservation_error"] < 1e-4 and set(model["groups"]) == set(summary["feature_groups"])
+    assert model["max_conservation_error"] < 1e-3 and set(model["groups"]) == set(summary["feature_groups"])  # float32
+    assert (out / "model_alpha" / "weights.pt").exists() and model["epochs"] == 3
     assert abs(sum(g["share"] for g in model["groups"].values()) - 1) < 1e-6
-    for link in ("feature_groups.png", "targets.png", "group_relevance.png", "split_10fold.json", "summary.json"):
+    for link in ("feature_groups.png", "targets.png", "group_relevance.png", "split_10fold.json", "summary.json",
+                 "model_alpha/config.json"):
         assert f'"{link}"' in page and (out / link).exists()
     assert (out / "feature_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -96,12 +96,3 @@ def weave_inputs(b=3, n=5, fa=6, fp=4, seed=0):
     pairs = 0.5 * (pairs + pairs.transpose(1, 2))
     return atoms, pairs
 
-
-def build(batch=256, atoms=29, hidden=50):
-    """(model, inputs, composite_for(rule)) at weave widths in float32, for benchmarks."""
-    torch.manual_seed(0)
-    model = WeaveLike(fa=21, fp=13, h=hidden, m=11).float()
-    model.gauss.mu = model.gauss.mu.float()
-    a = torch.rand(batch, atoms, 21)
-    p = torch.rand(batch, atoms, atoms, 13)
-    return model, (a, 0.5 * (p + p.transpose(1, 2))), weave_composite
