@@ -1,7 +1,8 @@
 """gcnn: weave graph-convolution networks (Kearnes et al. 2016; MG/GC of Faber et al. 2017),
 training with resumable checkpoints, and prediction from a model directory."""
 from .model import WeaveConfig, WeaveLayer, WeaveNet
+from .protocol import cross_validate, learning_curve
 from .training import Predictor, TrainConfig, Trainer, load, regression_metrics, size_buckets
 
 __all__ = ["WeaveNet", "WeaveConfig", "WeaveLayer", "Trainer", "TrainConfig", "Predictor", "load",
-           "regression_metrics", "size_buckets"]
+           "regression_metrics", "size_buckets", "cross_validate", "learning_curve"]

@@ -130,11 +130,9 @@ def cmd_split(args) -> int:
 
 def cmd_train(args) -> int:
     import gcnn
-    from molgraph import TARGETS, splits
+    from molgraph import splits
 
-    if args.target not in TARGETS or TARGETS[args.target].kind != "scalar":
-        valid = ", ".join(t for t, v in TARGETS.items() if v.kind == "scalar")
-        print(f"qmlrp train: unknown scalar target {args.target!r}; valid: {valid}", file=sys.stderr)
+    if not _check_target("train", args.target):
         return 2
     ds = _load(args)
     if args.split:
@@ -148,14 +146,63 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
-    config = gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
-    trainer = gcnn.Trainer(out, config=config, log=lambda m: print(m, file=sys.stderr))
+    trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr))
     trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
     metrics = trainer.evaluate(ds.subset(sp.test))
     m = metrics["targets"][args.target]
     print(f"{args.target}: test MAE {m['mae']:.4f} {m['unit']}, RMSE {m['rmse']:.4f}, R^2 {m['r2']:.4f} "
           f"(n_train {metrics['n_train']}, n_test {metrics['n_test']}) -> {out}")
+    return 0
+
+
+def _check_target(cmd, target) -> bool:
+    from molgraph import TARGETS
+
+    if target not in TARGETS or TARGETS[target].kind != "scalar":
+        valid = ", ".join(t for t, v in TARGETS.items() if v.kind == "scalar")
+        print(f"qmlrp {cmd}: unknown scalar target {target!r}; valid: {valid}", file=sys.stderr)
+        return False
+    return True
+
+
+def _train_config(args):
+    import gcnn
+
+    return gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
+
+
+def cmd_cv(args) -> int:
+    import gcnn
+
+    if not _check_target("cv", args.target):
+        return 2
+    ds = _load(args)
+    summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
+                                  log=lambda m: print(m, file=sys.stderr))
+    for r in summary["folds"]:
+        print(f"fold {r['fold']}: MAE {r['mae']:.4f} {r['unit']} (n_test {r['n_test']})")
+    t = summary["targets"][args.target]
+    print(f"{args.target}: {args.folds}-fold MAE {t['mae_mean']:.4f} +- {t['mae_std']:.4f} {t['unit']} -> {args.out}/cv.json;"
+          f" ensemble of the fold models: qmlrp predict --model {args.out}")
+    return 0
+
+
+def cmd_learning_curve(args) -> int:
+    import gcnn
+
+    if not _check_target("learning-curve", args.target):
+        return 2
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        print(f"qmlrp learning-curve: --sizes must be integers separated by commas, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    ds = _load(args)
+    rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    for r in rows:
+        print(f"n_train {r['n_train']:>7}: test MAE {r['mae']:.4f} {r['unit']}")
+    print(f"-> {args.out}/learning_curve.csv, learning_curve.png")
     return 0
 
 
@@ -226,18 +273,32 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", help="write the features summary as JSON here")
     i.set_defaults(func=cmd_inspect)
 
+    def training_args(p):
+        _dataset_args(p)
+        p.add_argument("--target", required=True, help="e.g. alpha_bohr3, zpve_ev")
+        p.add_argument("--out", required=True, help="output directory (rerunning the command resumes)")
+        p.add_argument("--epochs", type=int, default=100)
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
+
     t = sub.add_parser("train", help="train a weave network on QM9 for one target")
-    _dataset_args(t)
-    t.add_argument("--target", required=True, help="e.g. alpha_bohr3, zpve_ev")
-    t.add_argument("--out", required=True, help="model directory (rerunning resumes)")
+    training_args(t)
     t.add_argument("--split", help="split file (qmlrp split); default: seeded 80/10/10")
     t.add_argument("--fold", type=int, default=0, help="fold of a k-fold split file")
     t.add_argument("--train-size", type=int, help="use only N training molecules (learning curves)")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
     t.set_defaults(func=cmd_train)
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation (the proposal's protocol); resumes fold by fold")
+    training_args(cv)
+    cv.add_argument("--folds", type=int, default=10)
+    cv.add_argument("--final", action="store_true", help="also train one model on all data into OUT/final")
+    cv.set_defaults(func=cmd_cv)
+
+    lc = sub.add_parser("learning-curve", help="test MAE against training-set size on a fixed test set")
+    training_args(lc)
+    lc.add_argument("--sizes", required=True, help="comma-separated training-set sizes, e.g. 1000,2000,5000")
+    lc.set_defaults(func=cmd_learning_curve)
 
     pr = sub.add_parser("predict", help="predict molecules from XYZ/SDF files with a trained model")
     pr.add_argument("--model", required=True, help="model directory, or a folder of fold_*/ models (ensemble)")

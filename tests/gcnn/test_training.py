@@ -113,3 +113,29 @@ def test_train_and_predict_cli(tmp_path, monkeypatch, capsys):
     assert len(rows) == 1 and rows[0]["unit"] == "eV" and rows[0]["formula"] == "C2H6O"
     assert main(["train", "--target", "alpha", "--out", str(out)]) == 2
     assert main(["predict", "--model", str(tmp_path / "none"), str(data / "ethanol.sdf")]) == 2
+
+
+def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data):
+    ds = data[0]
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=0)
+    logs = []
+    summary = gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL),
+                                  log=logs.append, progress=False)
+    assert [r["fold"] for r in summary["folds"]] == [0, 1, 2]
+    assert sum(r["n_test"] for r in summary["folds"]) == len(ds)
+    maes = [r["mae"] for r in summary["folds"]]
+    assert summary["targets"]["zpve_ev"]["mae_mean"] == pytest.approx(np.mean(maes))
+    (tmp_path / "cv" / "fold_1" / "metrics.json").unlink()
+    logs.clear()
+    again = gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL),
+                                log=logs.append, progress=False)
+    assert [m for m in logs if m.startswith("fold ")] == [logs[0]] and logs[0].startswith("fold 2/3")
+    assert again["targets"] == summary["targets"]
+    with pytest.raises(ValueError, match="holds another split"):
+        gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, seed=1, model_config=gcnn.WeaveConfig(**SMALL), log=logs.append)
+    assert len(gcnn.load(tmp_path / "cv").models) == 3
+    rows = gcnn.learning_curve(ds, tmp_path / "lc", cfg, [20, 40, 10_000], model_config=gcnn.WeaveConfig(**SMALL),
+                               log=logs.append, progress=False)
+    assert [r["n_train"] for r in rows] == [20, 40]
+    assert (tmp_path / "lc" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "lc" / "learning_curve.csv").read_text().startswith("n_train,target,unit,mae,rmse")

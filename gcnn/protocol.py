@@ -1,0 +1,112 @@
+"""The proposal's protocol on top of Trainer: k-fold cross-validation (resumable fold by fold),
+the fold ensemble, a final model on all data, and learning curves on a fixed test set."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .model import WeaveConfig
+from .training import TrainConfig, Trainer
+
+
+def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
+                   model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
+                   progress: bool = True) -> dict:
+    """Train and test one model per fold into out/fold_<f>/ (a finished fold is skipped, an
+    interrupted one resumes at its last epoch); write cv.json and cv.csv with every fold's
+    metrics and the mean +- standard deviation; optionally out/final/ trained on all data."""
+    from molgraph import TARGETS, splits
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    split_path = out / "split.json"
+    kf = splits.kfold(ds.ids, k=k, seed=seed, source=ds.manifest["source"], source_checksum=ds.manifest["source_checksum"])
+    if split_path.exists():
+        old = splits.load_split(split_path)
+        if old.digest != kf.digest:
+            raise ValueError(f"{split_path} holds another split (digest {old.digest}, now {kf.digest}); use another --out")
+    else:
+        kf.save(split_path)
+    rows = []
+    for f in range(k):
+        fold_dir = out / f"fold_{f}"
+        sp = kf.fold(f)
+        if not (fold_dir / "metrics.json").exists():
+            log(f"fold {f + 1}/{k}: {len(sp.train)} train, {len(sp.val)} validation, {len(sp.test)} test")
+            trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress)
+            trainer.fit(ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+            trainer.evaluate(ds.subset(sp.test))
+        metrics = json.loads((fold_dir / "metrics.json").read_text())
+        for t, m in metrics["targets"].items():
+            rows.append({"fold": f, "target": t, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],
+                         "n_train": metrics["n_train"], "n_test": metrics["n_test"]})
+    summary = {"k": k, "seed": seed, "split_digest": kf.digest, "folds": rows, "targets": {}}
+    for t in config.targets:
+        maes = np.array([r["mae"] for r in rows if r["target"] == t])
+        summary["targets"][t] = {"unit": TARGETS[t].unit, "mae_mean": float(maes.mean()),
+                                 "mae_std": float(maes.std(ddof=1)) if len(maes) > 1 else 0.0}
+    with open(out / "cv.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "cv.json").write_text(json.dumps(summary, indent=2))
+    if final:
+        all_ids = np.sort(ds.ids)
+        val = np.sort(np.random.default_rng(seed).permutation(all_ids)[: max(1, len(all_ids) // 10)])
+        train = np.setdiff1d(all_ids, val)
+        log(f"final model on all data: {len(train)} train, {len(val)} validation")
+        Trainer(out / "final", model_config, config, log=log, progress=progress).fit(ds.subset(train), ds.subset(val))
+    return summary
+
+
+def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int], seed: int = 0,
+                   model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
+                   progress: bool = True) -> list[dict]:
+    """Test MAE against training-set size on one fixed test set (bin 0 of the seeded 10-fold
+    split) and validation set; each size trains into out/n_<size>/ (resumable). Writes
+    learning_curve.csv and a log-log learning_curve.png."""
+    from molgraph import splits
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sp = splits.kfold(ds.ids, k=10, seed=seed).fold(0)
+    sp.save(out / "split.json")
+    pool = np.random.default_rng(seed).permutation(sp.train)
+    rows = []
+    target = config.targets[0]
+    for n in sorted(set(int(s) for s in sizes)):
+        if n > len(pool):
+            log(f"size {n} skipped: only {len(pool)} training molecules")
+            continue
+        d = out / f"n_{n}"
+        if not (d / "metrics.json").exists():
+            log(f"training on {n} molecules")
+            tr = Trainer(d, model_config, config, log=log, progress=progress)
+            tr.fit(ds.subset(np.sort(pool[:n])), ds.subset(sp.val), split_meta={"digest": sp.digest, "train_size": n})
+            tr.evaluate(ds.subset(sp.test))
+        m = json.loads((d / "metrics.json").read_text())["targets"][target]
+        rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"]})
+    if rows:
+        with open(out / "learning_curve.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.loglog([r["n_train"] for r in rows], [r["mae"] for r in rows], "o-")
+        ax.set_xlabel("training molecules")
+        ax.set_ylabel(f"test MAE / {rows[0]['unit']}")
+        ax.set_title(f"{target}: learning curve ({len(sp.test)} test molecules)")
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "learning_curve.png", dpi=120)
+        plt.close(fig)
+    return rows
