@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
@@ -46,7 +47,11 @@ def plugin_rules() -> tuple:
     """(types, rule) pairs from the `qmlrp.lrp_rules` entry points, loaded once."""
     out = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break every explanation
+            warnings.warn(f"lrp: skipping rule plugin {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}")
+            continue
         pairs = obj() if callable(obj) else obj
         out.extend((tuple(t) if isinstance(t, (list, tuple)) else t, r) for t, r in pairs)
     return tuple(out)

@@ -41,22 +41,35 @@ def group_statistics(ds, max_molecules: int | None = None) -> dict:
     return out
 
 
-def _plot(groups: dict, alpha: np.ndarray, zpve: np.ndarray, natoms: np.ndarray, out: Path) -> list[str]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(groups)
+    return plt
+
+
+def _group_bars(values: dict, path: Path, ylabel: str, title: str, colors) -> None:
+    """One bar per feature group, names on the x axis."""
+    plt = _pyplot()
+    names = list(values)
     fig, ax = plt.subplots(figsize=(8, 4))
-    colors = ["tab:blue" if groups[n]["kind"] == "atom" else "tab:orange" for n in names]
-    ax.bar(range(len(names)), [groups[n]["active_fraction"] for n in names], color=colors)
+    ax.bar(range(len(names)), [values[n] for n in names], color=colors)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("fraction of atoms / atom pairs with the group active")
-    ax.set_title("Molecular Graph feature groups (blue: atom, orange: pair)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out / "feature_groups.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot(groups: dict, alpha: np.ndarray, zpve: np.ndarray, natoms: np.ndarray, out: Path) -> list[str]:
+    colors = ["tab:blue" if g["kind"] == "atom" else "tab:orange" for g in groups.values()]
+    _group_bars({n: g["active_fraction"] for n, g in groups.items()}, out / "feature_groups.png",
+                "fraction of atoms / atom pairs with the group active",
+                "Molecular Graph feature groups (blue: atom, orange: pair)", colors)
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     axes[0].hist(alpha, bins=50, color="tab:green")
     axes[0].set_xlabel("alpha / bohr^3")
@@ -84,10 +97,6 @@ def group_relevance(atom_rel, pair_rel) -> dict[str, np.ndarray]:
 
 def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
     import lrp
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     import gcnn
     from molgraph import collate
@@ -110,15 +119,8 @@ def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
     per_group = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     total_abs = sum(np.abs(v).mean() for v in per_group.values())
     groups = {n: {"mean": float(v.mean()), "share": float(np.abs(v).mean() / total_abs)} for n, v in per_group.items()}
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names = list(groups)
-    ax.bar(range(len(names)), [groups[n]["share"] for n in names], color="tab:red")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_ylabel("share of |relevance|")
-    ax.set_title("What the weave network uses for alpha (LRP-epsilon, test molecules of fold 0)")
-    fig.tight_layout()
-    fig.savefig(out / "group_relevance.png", dpi=120)
-    plt.close(fig)
+    _group_bars({n: g["share"] for n, g in groups.items()}, out / "group_relevance.png", "share of |relevance|",
+                "What the weave network uses for alpha (LRP-epsilon, test molecules of fold 0)", "tab:red")
     y = ds.subset(fold.train).target("alpha_bohr3")
     print(f"      test MAE {metrics['mae']:.2f} bohr^3 on {len(test)} molecules")
     return {
