@@ -4,10 +4,12 @@ Notation for a linear layer (nn.Linear, nn.Conv1d/2d/3d) z_k = sum_j a_j w_jk + 
 relevance R_k arriving at its output and R_j leaving to its input. w+ = max(w, 0),
 w- = min(w, 0), likewise a+, a-, b+, b-.
 
-Every rule is applied as a *modified gradient* that keeps the forward value: the hook replaces
-the layer output z by  zmod * (z / zmod).detach()  (value z, gradient through zmod). With the
-relevance carried as R = x * grad, the gradient arriving at z is R_k / z_k, and
-a_j * d/da_j [zmod_k] * R_k / zmod_k is the rule's message. What a rule sends to no input
+Every rule is applied as a *modified gradient* that keeps the forward value: the hook routes
+the layer output z through `route`, whose forward returns z unchanged and whose backward sends
+the arriving gradient g_k = R_k / z_k (relevance is carried as R = x * grad) on as
+g_k z_k / zmod_k, through z itself or through a modified map zmod (gamma's w + gamma w+,
+alpha-beta's positive and negative parts), so that a_j * d zmod_k / d a_j * R_k / zmod_k is the
+rule's message. What a rule sends to no input
 (biases, stabilizers) is accounted as *absorbed* and reported per sample, so that
 sum(input relevance) + absorbed = explained quantity holds exactly.
 
@@ -28,16 +30,6 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den, and 0 where den == 0."""
     out = num / den
     return out.masked_fill_(den == 0, 0.0) if out.numel() else out
-
-
-def signed_eps(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """eps * sign(z) in z's dtype, with sign(0) = +1."""
-    return (z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps)
-
-
-def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + eps * sign(z), with sign(0) = +1."""
-    return z + signed_eps(z, eps)
 
 
 # --------------------------------------------------------------------------- linear maps
@@ -289,12 +281,6 @@ class _Direct(Rule):
                 return torch.zeros_like(a), None
 
         return _Fn.apply(a, output.detach())
-
-
-def _grad_of(fn, leaves, grad_out):
-    leaves = [t.detach().requires_grad_(True) for t in leaves]
-    out = fn(*leaves)
-    return torch.autograd.grad(out, leaves, grad_out)
 
 
 @dataclass(frozen=True, repr=False)
