@@ -63,22 +63,25 @@ class WeaveLayer(nn.Module):
     from both orders of their atom pair (A->P) and from pairs (P->P).
 
     Shapes: atoms (B, N, Fa), pairs (B, N, N, Fp), atom_mask (B, N), pair_mask (B, N, N) ->
-    atoms (B, N, Ha), pairs (B, N, N, Hp)."""
+    atoms (B, N, Ha), pairs (B, N, N, Hp) (None with update_pairs=False: the last module's pair
+    output feeds nothing, so it is not computed)."""
 
-    def __init__(self, fa: int, fp: int, ha: int, hp: int, activation: str = "relu"):
+    def __init__(self, fa: int, fp: int, ha: int, hp: int, activation: str = "relu", update_pairs: bool = True):
         super().__init__()
         act = ACTIVATIONS[activation]
         self.aa, self.pa = nn.Linear(fa, ha), nn.Linear(fp, ha, bias=False)
-        self.ap, self.pp = nn.Linear(fa, hp, bias=False), nn.Linear(fp, hp)
-        self.pair_sum, self.both_orders = PairSum(), BothOrders()
-        self.add_atoms, self.add_pairs = Add(), Add()
-        self.act_atoms, self.act_pairs = act(), act()
-        self.mask_atoms, self.mask_pairs = Mask(), Mask()
+        self.pair_sum, self.add_atoms, self.act_atoms, self.mask_atoms = PairSum(), Add(), act(), Mask()
+        self.update_pairs = update_pairs
+        if update_pairs:
+            self.ap, self.pp = nn.Linear(fa, hp, bias=False), nn.Linear(fp, hp)
+            self.both_orders, self.add_pairs, self.act_pairs, self.mask_pairs = BothOrders(), Add(), act(), Mask()
 
     def forward(self, atoms, pairs, atom_mask, pair_mask):
         a = self.add_atoms(self.aa(atoms), self.pa(self.pair_sum(pairs)))  # (B, N, Ha)
-        p = self.add_pairs(self.both_orders(self.ap(atoms)), self.pp(pairs))  # (B, N, N, Hp)
         a = self.mask_atoms(self.act_atoms(a), atom_mask)
+        if not self.update_pairs:
+            return a, None
+        p = self.add_pairs(self.both_orders(self.ap(atoms)), self.pp(pairs))  # (B, N, N, Hp)
         p = self.mask_pairs(self.act_pairs(p), pair_mask)
         return a, p
 
@@ -94,8 +97,8 @@ class WeaveNet(nn.Module):
         act = ACTIVATIONS[c.activation]
         fa, fp = c.n_atom_features, c.n_pair_features
         layers = []
-        for _ in range(c.n_layers):
-            layers.append(WeaveLayer(fa, fp, c.atom_hidden, c.pair_hidden, c.activation))
+        for k in range(c.n_layers):
+            layers.append(WeaveLayer(fa, fp, c.atom_hidden, c.pair_hidden, c.activation, update_pairs=k < c.n_layers - 1))
             fa, fp = c.atom_hidden, c.pair_hidden
         self.layers = nn.ModuleList(layers)
         self.readout = nn.Linear(c.atom_hidden, c.readout_hidden)

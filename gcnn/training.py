@@ -77,6 +77,20 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of a torch.distributed run (torchrun), else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (NCCL on CUDA, gloo on CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return _distributed()
+
+
 def predict_dataset(model: nn.Module, ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
     """Model outputs (standardized space) for every molecule of a dataset, in dataset order."""
     from molgraph import collate
@@ -126,7 +140,16 @@ class Trainer:
         mean, std = y.mean(0), y.std(0)
         std[std == 0] = 1.0
         torch.manual_seed(c.seed)
-        model = WeaveNet(self.model_config).to(device)
+        rank, world = _distributed()
+        if world > 1 and device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        main = rank == 0  # only the main process writes files
+        net = WeaveNet(self.model_config).to(device)  # the module whose weights are saved
+        model = net
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
         rng = np.random.default_rng(c.seed)
@@ -137,14 +160,15 @@ class Trainer:
             saved = torch.load(ckpt, weights_only=True, map_location=device)
             if saved["meta"] != json.dumps(meta, sort_keys=True):
                 raise ValueError(f"{ckpt} belongs to another run (config, targets or split differ); use another --out or delete it")
-            model.load_state_dict(saved["model"])
+            net.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["torch_rng"])
             rng.bit_generator.state = saved["numpy_rng"]
             state = saved["state"]
             self.log(f"resuming {self.out} at epoch {state['epoch']}")
-        self._write_config(meta)
+        if main:
+            self._write_config(meta)
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device)
         scaler = torch.amp.GradScaler(enabled=c.amp and device.type == "cuda")
         n_atoms = train_ds.n_atoms
@@ -156,7 +180,9 @@ class Trainer:
                 break
             t0 = time.time()
             model.train()
-            batches = size_buckets(n_atoms, c.batch_size, rng)
+            batches = size_buckets(n_atoms, c.batch_size, rng)  # the same on every rank (same seed)
+            if world > 1:  # each rank takes every world-th batch; equal counts keep the all-reduces in step
+                batches = batches[: len(batches) // world * world][rank::world]
             total, seen = 0.0, 0
             bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=not self.progress, leave=False)
             for idx in bar:
@@ -173,7 +199,7 @@ class Trainer:
                 seen += len(idx)
                 bar.set_postfix(loss=f"{total / seen:.4f}")
             train_seconds = time.time() - t0
-            val_pred = predict_dataset(model, val_ds, device=c.device) * std + mean
+            val_pred = predict_dataset(net, val_ds, device=str(device)) * std + mean  # identical on every rank
             val_true = np.stack([val_ds.target(t) for t in c.targets], 1)
             val_mae = float(np.abs(val_pred - val_true).mean(0).mean())
             sched.step(val_mae)
@@ -181,19 +207,24 @@ class Trainer:
             done_here += 1
             if val_mae < state["best_val"]:
                 state.update(best_val=val_mae, best_epoch=state["epoch"], bad_epochs=0)
-                _atomic_torch_save(model.state_dict(), self.out / "weights.pt")
+                if main:
+                    _atomic_torch_save(net.state_dict(), self.out / "weights.pt")
             else:
                 state["bad_epochs"] += 1
             row = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "val_mae": val_mae,
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
                    "molecules_per_s": round(seen / train_seconds, 1)}
-            self._append_history(row)
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
-                                "state": state, "meta": json.dumps(meta, sort_keys=True)}, ckpt)
+            if main:
+                self._append_history(row)
+                _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
+                                    "state": state, "meta": json.dumps(meta, sort_keys=True)}, ckpt)
+            if world > 1:
+                torch.distributed.barrier()
             unit = TARGETS[c.targets[0]].unit
-            self.log(f"epoch {state['epoch']}: train loss {row['train_loss']:.4f}, val MAE {val_mae:.4f} {unit}, "
-                     f"{row['molecules_per_s']:.0f} training mol/s")
+            if main:
+                self.log(f"epoch {state['epoch']}: train loss {row['train_loss']:.4f}, val MAE {val_mae:.4f} {unit}, "
+                         f"{row['molecules_per_s']:.0f} training mol/s{' (rank 0)' if world > 1 else ''}")
         self.state_ = state
         return self
 

@@ -134,7 +134,17 @@ def cmd_train(args) -> int:
 
     if not _check_target("train", args.target):
         return 2
-    ds = _load(args)
+    from gcnn.training import init_distributed
+
+    rank, world = init_distributed()  # under torchrun: DDP over the ranks; otherwise (0, 1)
+    if rank == 0:
+        ds = _load(args)  # builds the cache once
+    if world > 1:
+        import torch.distributed
+
+        torch.distributed.barrier()
+    if rank != 0:
+        ds = _load(args, progress=False)
     if args.split:
         sp = splits.load_split(args.split)
         sp = sp.fold(args.fold) if isinstance(sp, splits.KFold) else sp
@@ -145,9 +155,12 @@ def cmd_train(args) -> int:
         train_ids = np.sort(np.random.default_rng(args.seed).permutation(sp.train)[: args.train_size])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
-    trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr))
+    if rank == 0:
+        splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
+    trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr), progress=rank == 0)
     trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+    if rank != 0:
+        return 0
     metrics = trainer.evaluate(ds.subset(sp.test))
     m = metrics["targets"][args.target]
     print(f"{args.target}: test MAE {m['mae']:.4f} {m['unit']}, RMSE {m['rmse']:.4f}, R^2 {m['r2']:.4f} "

@@ -70,14 +70,16 @@ def test_overfits_32_molecules(qm9_molecules):
     torch.manual_seed(0)
     net = WeaveNet()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 300)
     for _ in range(300):
         loss = torch.nn.functional.mse_loss(net(batch.atom_features, batch.pair_features, batch.atom_mask)[:, 0], yn)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     with torch.no_grad():
         mae = float((net(batch.atom_features, batch.pair_features, batch.atom_mask)[:, 0] * y.std() + y.mean() - y).abs().mean())
-    assert mae < 0.05 * float((y - y.mean()).abs().mean()), mae  # near zero: under 5 % of the spread
+    assert mae < 0.01 * float((y - y.mean()).abs().mean()), mae  # near zero: under 1 % of the spread (0.2 % seen)
 
 
 def test_lrp_through_weavenet_conserves_and_reaches_both_inputs(net, graphs):

@@ -139,3 +139,23 @@ def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data
     assert [r["n_train"] for r in rows] == [20, 40]
     assert (tmp_path / "lc" / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "lc" / "learning_curve.csv").read_text().startswith("n_train,target,unit,mae,rmse")
+
+
+def test_distributed_training_with_torchrun_on_cpu(tmp_path):
+    """Two ranks (gloo) train one model: one history, one set of files, loadable weights."""
+    import os
+    import subprocess
+    import sys
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(map(str, range(1, 61))))
+    out = tmp_path / "ddp"
+    env = {**os.environ, "QMLRP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "qmlrp.cli",
+           "train", "--ids", str(ids), "--workers", "1", "--target", "alpha_bohr3", "--out", str(out),
+           "--epochs", "2", "--batch-size", "8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("alpha_bohr3: test MAE") == 1
+    assert len((out / "history.csv").read_text().splitlines()) == 3
+    assert gcnn.load(out).predict_graphs([qm9.QM9Dataset(next((tmp_path / "cache").glob("qm9-*")))[0]])[0].shape == (1, 1)
