@@ -1,9 +1,14 @@
 """`qmlrp` command line: thin subcommands over the Python API.
 
-    qmlrp quickstart [--out runs/quickstart] [--sample 2000]
+    qmlrp quickstart [--out runs/quickstart] [--sample 2000] [--epochs 30]
     qmlrp featurize [--source qm9] [--root DIR] [--sample N | --ids FILE] [--workers N]
     qmlrp inspect FILE [FILE ...] [--json OUT]
-    qmlrp split [--k 10] [--seed 0] --out FILE
+    qmlrp split [--k 10] [--split-seed 0] --out FILE
+    qmlrp train --target T --out DIR [--epochs E] [--train-size N] [--split FILE --fold K] [--device cuda]
+    qmlrp cv --target T --folds 10 --out DIR [--final]
+    qmlrp learning-curve --target T --sizes 1000,2000,5000 --out DIR
+    qmlrp predict --model DIR FILE [FILE ...] [--json]
+Long work shows a progress bar; every command that trains resumes when rerun.
 """
 from __future__ import annotations
 
