@@ -175,7 +175,7 @@ def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=N
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>qmlrp quickstart</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
-<h1>qmlrp quickstart: QM9 in the Molecular Graph</h1>
+<h1>qmlrp quickstart: a weave network on QM9, trained and explained</h1>
 <p>{rep['n_molecules']} molecules featurized from a seeded sample of {sample} (seed {seed}) of the embedded QM9
 (qm9pack); {rep['n_failed']} failed. Bonds from: {', '.join(f'{k} {v}' for k, v in rep['perception'].items())}.
 Run time {summary['seconds']} s.</p>
