@@ -41,11 +41,30 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False
+    vector_length: int = 81  # outputs for a vector target (81: the most harmonic modes in QM9)
 
     def __post_init__(self):
+        from molgraph import TARGETS
+
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown or not self.targets:
+            raise ValueError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
+        kinds = [TARGETS[t].kind for t in self.targets]
+        if any(k not in ("scalar", "vector") for k in kinds) or ("vector" in kinds and len(kinds) > 1):
+            raise ValueError("targets must be scalars, or one vector target (e.g. freqs_cm1) alone")
+
+    @property
+    def is_vector(self) -> bool:
+        from molgraph import TARGETS
+
+        return TARGETS[self.targets[0]].kind == "vector"
+
+    @property
+    def n_outputs(self) -> int:
+        return self.vector_length if self.is_vector else len(self.targets)
 
 
 def size_buckets(n_atoms: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -61,8 +80,42 @@ def batches_in_order(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def _targets(batch, names) -> torch.Tensor:
-    return torch.stack([batch.targets[t].float() for t in names], dim=1)  # (B, T)
+def _targets(batch, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values (B, outputs), mask (B, outputs)) of a batch; a vector target is padded to
+    config.vector_length and masked."""
+    if not config.is_vector:
+        y = torch.stack([batch.targets[t].float() for t in config.targets], dim=1)  # (B, T)
+        return y, torch.isfinite(y)
+    t = config.targets[0]
+    v, m = batch.targets[t].float(), batch.target_masks[t]  # (B, K)
+    if v.shape[1] > config.vector_length:
+        raise ValueError(f"{t} has {v.shape[1]} values, more than vector_length={config.vector_length}")
+    y = torch.zeros(v.shape[0], config.vector_length, device=v.device)
+    mask = torch.zeros(v.shape[0], config.vector_length, dtype=torch.bool, device=v.device)
+    y[:, : v.shape[1]] = torch.nan_to_num(v)
+    mask[:, : v.shape[1]] = m
+    return y, mask
+
+
+def target_matrix(ds, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(values (M, outputs) float64, mask (M, outputs) bool) for a whole dataset."""
+    if not config.is_vector:
+        y = np.stack([ds.target(t) for t in config.targets], 1)
+        return y, np.isfinite(y)
+    t, k = config.targets[0], config.vector_length
+    y, mask = np.zeros((len(ds), k)), np.zeros((len(ds), k), dtype=bool)
+    for i in range(len(ds)):
+        v = ds.target_value(i, t).numpy()
+        if v.size > k:
+            raise ValueError(f"qm9:{int(ds.ids[i])}: {t} has {v.size} values, more than vector_length={k}")
+        y[i, : v.size], mask[i, : v.size] = v, True
+    return y, mask
+
+
+def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries where mask is True (padding ignored)."""
+    m = mask.to(pred.dtype)
+    return ((pred - y) ** 2 * m).sum() / m.sum().clamp(min=1)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -123,9 +176,9 @@ class Trainer:
                  config: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True):
         self.out = Path(out)
         self.config = config or TrainConfig()
-        self.model_config = model_config or WeaveConfig(n_outputs=len(self.config.targets))
-        if self.model_config.n_outputs != len(self.config.targets):
-            raise ValueError(f"model has {self.model_config.n_outputs} outputs for {len(self.config.targets)} targets")
+        self.model_config = model_config or WeaveConfig(n_outputs=self.config.n_outputs)
+        if self.model_config.n_outputs != self.config.n_outputs:
+            raise ValueError(f"model has {self.model_config.n_outputs} outputs; the targets need {self.config.n_outputs}")
         self.log, self.progress = log, progress
 
     def fit(self, train_ds, val_ds, split_meta: dict | None = None, stop_after: int | None = None) -> "Trainer":
@@ -136,9 +189,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         device = torch.device(c.device)
         train_ds, val_ds = train_ds.with_targets(c.targets), val_ds.with_targets(c.targets)
-        y = np.stack([train_ds.target(t) for t in c.targets], 1)
-        mean, std = y.mean(0), y.std(0)
+        y, ymask = target_matrix(train_ds, c)
+        count = np.maximum(ymask.sum(0), 1)
+        mean = np.where(ymask, y, 0).sum(0) / count  # per output, over the molecules that have it
+        std = np.sqrt(np.where(ymask, (y - mean) ** 2, 0).sum(0) / count)
         std[std == 0] = 1.0
+        val_true, val_mask = target_matrix(val_ds, c)
         torch.manual_seed(c.seed)
         rank, world = _distributed()
         if world > 1 and device.type == "cuda":
@@ -187,10 +243,11 @@ class Trainer:
             bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=not self.progress, leave=False)
             for idx in bar:
                 b = collate([train_ds[int(i)] for i in idx]).to(device)
-                yt = (_targets(b, c.targets) - mean_t) / std_t
+                y_b, m_b = _targets(b, c)
+                yt = (y_b - mean_t) / std_t
                 with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
                     pred = model(b.atom_features, b.pair_features, b.atom_mask)
-                    loss = nn.functional.mse_loss(pred.float(), yt)
+                    loss = masked_mse(pred.float(), yt, m_b)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -200,8 +257,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
             train_seconds = time.time() - t0
             val_pred = predict_dataset(net, val_ds, device=str(device)) * std + mean  # identical on every rank
-            val_true = np.stack([val_ds.target(t) for t in c.targets], 1)
-            val_mae = float(np.abs(val_pred - val_true).mean(0).mean())
+            val_mae = float(np.abs(val_pred - val_true)[val_mask].mean())
             sched.step(val_mae)
             state["epoch"] += 1
             done_here += 1
@@ -235,9 +291,13 @@ class Trainer:
         pred_model = load(self.out, device=device or self.config.device)
         pred = pred_model.predict_dataset(test_ds)
         metrics = {"n_train": self._cfg()["n_train"], "n_val": self._cfg()["n_val"], "n_test": len(test_ds), "targets": {}}
-        for k, t in enumerate(self.config.targets):
-            m = regression_metrics(pred[:, k], test_ds.target(t))
-            metrics["targets"][t] = {"unit": TARGETS[t].unit, **m}
+        true, mask = target_matrix(test_ds, self.config)
+        if self.config.is_vector:
+            t = self.config.targets[0]
+            metrics["targets"][t] = {"unit": TARGETS[t].unit, "n_values": int(mask.sum()),
+                                     **regression_metrics(pred[mask], true[mask])}
+        for k, t in enumerate(self.config.targets if not self.config.is_vector else ()):
+            metrics["targets"][t] = {"unit": TARGETS[t].unit, **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
@@ -267,12 +327,18 @@ class Trainer:
 
 
 class Predictor:
-    """A trained model (or an ensemble of them) that predicts in the targets' units."""
+    """A trained model (or an ensemble of them) that predicts in the targets' units. For a
+    vector target (one target, many outputs) the outputs are its values in order, padded: a
+    molecule's frequency set is the first 3N-6 (3N-5 if linear) of them."""
 
     def __init__(self, models: Sequence[nn.Module], mean: np.ndarray, std: np.ndarray, targets: Sequence[str],
                  units: dict, device: str = "cpu"):
         self.models, self.mean, self.std = list(models), np.asarray(mean), np.asarray(std)
         self.targets, self.units, self.device = tuple(targets), dict(units), device
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self.targets) == 1 and len(self.mean) > 1
 
     def predict_dataset(self, ds) -> np.ndarray:
         """(M, T) mean prediction over the ensemble, in target units."""
@@ -314,8 +380,10 @@ def _load_one(model_dir: Path, device: str):
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
-    if len(cfg["mean"]) != model.config.n_outputs or len(cfg["targets"]) != model.config.n_outputs:
-        raise ValueError(f"{cfg_path}: {len(cfg['targets'])} targets but the model has {model.config.n_outputs} outputs")
+    vector = len(cfg["targets"]) == 1 and model.config.n_outputs > 1
+    if len(cfg["mean"]) != model.config.n_outputs or (not vector and len(cfg["targets"]) != model.config.n_outputs):
+        raise ValueError(f"{cfg_path}: {len(cfg['targets'])} targets and {len(cfg['mean'])} normalization values "
+                         f"but the model has {model.config.n_outputs} outputs")
     return model.to(device).eval(), cfg
 
 
@@ -335,7 +403,8 @@ def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     models = []
     for m, cfg in loaded:
         models.append(_Denormalized(m, cfg["mean"], cfg["std"]))
-    return Predictor(models, np.zeros(len(cfg0["targets"])), np.ones(len(cfg0["targets"])), cfg0["targets"], cfg0["units"], device)
+    n_out = len(cfg0["mean"])
+    return Predictor(models, np.zeros(n_out), np.ones(n_out), cfg0["targets"], cfg0["units"], device)
 
 
 class _Denormalized(nn.Module):

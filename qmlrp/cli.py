@@ -176,9 +176,9 @@ def cmd_train(args) -> int:
 def _check_target(cmd, target) -> bool:
     from molgraph import TARGETS
 
-    if target not in TARGETS or TARGETS[target].kind != "scalar":
-        valid = ", ".join(t for t, v in TARGETS.items() if v.kind == "scalar")
-        print(f"qmlrp {cmd}: unknown scalar target {target!r}; valid: {valid}", file=sys.stderr)
+    if target not in TARGETS or TARGETS[target].kind not in ("scalar", "vector"):
+        valid = ", ".join(t for t, v in TARGETS.items() if v.kind in ("scalar", "vector"))
+        print(f"qmlrp {cmd}: unknown target {target!r}; valid: {valid}", file=sys.stderr)
         return False
     return True
 
@@ -224,6 +224,15 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
+def _n_modes(mol) -> int:
+    """Harmonic modes of a molecule: 3N-6, or 3N-5 when its atoms lie on a line."""
+    n = mol.n_atoms
+    if n < 3:
+        return max(3 * n - 5, 0)
+    sv = np.linalg.svd(mol.positions - mol.positions.mean(0), compute_uv=False)
+    return 3 * n - 5 if sv[1] < 1e-3 else 3 * n - 6
+
+
 def cmd_predict(args) -> int:
     import gcnn
     from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
@@ -245,14 +254,25 @@ def cmd_predict(args) -> int:
                 failures.append(str(exc))
                 continue
             mean, spread = predictor.predict_graphs([g])
+            base = {"source": item.source, "index": item.index, "name": item.name, "formula": item.formula,
+                    "n_models": len(predictor.models)}
+            if predictor.is_vector:  # a set of values: as many as the molecule has (3N-6, or 3N-5 if linear)
+                t = predictor.targets[0]
+                k = _n_modes(item)
+                rows.append({**base, "target": t, "prediction": [round(float(v), 6) for v in mean[0, :k]],
+                             "uncertainty": [round(float(v), 6) for v in spread[0, :k]], "unit": predictor.units[t]})
+                continue
             for k, t in enumerate(predictor.targets):
-                rows.append({"source": item.source, "index": item.index, "name": item.name, "formula": item.formula,
-                             "target": t, "prediction": float(mean[0, k]), "uncertainty": float(spread[0, k]),
-                             "unit": predictor.units[t], "n_models": len(predictor.models)})
+                rows.append({**base, "target": t, "prediction": float(mean[0, k]), "uncertainty": float(spread[0, k]),
+                             "unit": predictor.units[t]})
     if args.json:
         print(json.dumps({"predictions": rows, "failures": failures}, indent=2))
     else:
         for r in rows:
+            if isinstance(r["prediction"], list):
+                vals = " ".join(f"{v:.1f}" for v in r["prediction"])
+                print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t[{vals}] {r['unit']}")
+                continue
             unc = f" +- {r['uncertainty']:.4f}" if r["n_models"] > 1 else ""
             print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t{r['prediction']:.4f}{unc} {r['unit']}")
     for f in failures:

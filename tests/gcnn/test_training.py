@@ -159,3 +159,33 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path):
     assert r.stdout.count("alpha_bohr3: test MAE") == 1
     assert len((out / "history.csv").read_text().splitlines()) == 3
     assert gcnn.load(out).predict_graphs([qm9.QM9Dataset(next((tmp_path / "cache").glob("qm9-*")))[0]])[0].shape == (1, 1)
+
+
+def test_masked_loss_ignores_padding():
+    pred = torch.tensor([[1.0, 2.0, 99.0], [0.0, -5.0, 7.0]])
+    y = torch.tensor([[1.5, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert float(gcnn.training.masked_mse(pred, y, mask)) == pytest.approx((0.25 + 0 + 1) / 3)
+
+
+def test_vector_target_frequency_sets(tmp_path, data, capsys):
+    from pathlib import Path
+
+    _, train, val, test = data
+    cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=2, batch_size=16, seed=0)
+    assert cfg.is_vector and cfg.n_outputs == 81
+    tr = gcnn.Trainer(tmp_path / "f", gcnn.WeaveConfig(**{**SMALL, "n_outputs": 81}), cfg, log=lambda m: None, progress=False)
+    tr.fit(train, val)
+    m = tr.evaluate(test)["targets"]["freqs_cm1"]
+    n_values = sum(len(test[i].targets["freqs_cm1"]) for i in range(len(test)))
+    assert m["unit"] == "cm^-1" and m["n_values"] == n_values and np.isfinite(m["mae"])
+    p = gcnn.load(tmp_path / "f")
+    assert p.is_vector and p.predict_dataset(test).shape == (len(test), 81)
+    ethanol = Path(__file__).parent.parent / "data" / "ethanol.sdf"
+    assert main(["predict", "--model", str(tmp_path / "f"), str(ethanol), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert len(row["prediction"]) == 3 * 9 - 6 and row["unit"] == "cm^-1"
+    with pytest.raises(ValueError, match="one vector target"):
+        gcnn.TrainConfig(targets=("freqs_cm1", "zpve_ev"))
+    with pytest.raises(ValueError, match="unknown target"):
+        gcnn.TrainConfig(targets=("freqs",))
