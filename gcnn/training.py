@@ -144,21 +144,28 @@ def init_distributed() -> tuple[int, int]:
     return _distributed()
 
 
-def predict_dataset(model: nn.Module, ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
-    """Model outputs (standardized space) for every molecule of a dataset, in dataset order."""
+def _outputs(models: Sequence[nn.Module], ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """(n_models, M, outputs): every model's outputs for every molecule, in dataset order; each
+    batch is read and collated once for all models."""
     from molgraph import collate
 
-    model.eval()
+    for m in models:
+        m.eval()
     out = []
     order = np.argsort(ds.n_atoms, kind="stable")
     with torch.no_grad():
         for idx in batches_in_order(len(order), batch_size):
             b = collate([ds[int(i)] for i in order[idx]]).to(device)
-            out.append(model(b.atom_features, b.pair_features, b.atom_mask).float().cpu())
-    pred = torch.cat(out).numpy() if out else np.zeros((0, 1), np.float32)
+            out.append(torch.stack([m(b.atom_features, b.pair_features, b.atom_mask).float().cpu() for m in models]))
+    pred = torch.cat(out, dim=1).numpy() if out else np.zeros((len(models), 0, 1), np.float32)
     back = np.empty_like(pred)
-    back[order] = pred
+    back[:, order] = pred
     return back
+
+
+def predict_dataset(model: nn.Module, ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
+    """(M, outputs) model outputs (standardized space) for every molecule, in dataset order."""
+    return _outputs([model], ds, batch_size, device)[0]
 
 
 def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
@@ -292,12 +299,14 @@ class Trainer:
         pred = pred_model.predict_dataset(test_ds)
         metrics = {"n_train": self._cfg()["n_train"], "n_val": self._cfg()["n_val"], "n_test": len(test_ds), "targets": {}}
         true, mask = target_matrix(test_ds, self.config)
-        if self.config.is_vector:
+        if self.config.is_vector:  # one target, metrics over every real value
             t = self.config.targets[0]
             metrics["targets"][t] = {"unit": TARGETS[t].unit, "n_values": int(mask.sum()),
                                      **regression_metrics(pred[mask], true[mask])}
-        for k, t in enumerate(self.config.targets if not self.config.is_vector else ()):
-            metrics["targets"][t] = {"unit": TARGETS[t].unit, **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
+        else:
+            for k, t in enumerate(self.config.targets):
+                metrics["targets"][t] = {"unit": TARGETS[t].unit,
+                                         **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
         (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
 
@@ -331,36 +340,33 @@ class Predictor:
     vector target (one target, many outputs) the outputs are its values in order, padded: a
     molecule's frequency set is the first 3N-6 (3N-5 if linear) of them."""
 
-    def __init__(self, models: Sequence[nn.Module], mean: np.ndarray, std: np.ndarray, targets: Sequence[str],
-                 units: dict, device: str = "cpu"):
-        self.models, self.mean, self.std = list(models), np.asarray(mean), np.asarray(std)
-        self.targets, self.units, self.device = tuple(targets), dict(units), device
+    def __init__(self, models: Sequence[nn.Module], targets: Sequence[str], units: dict, n_outputs: int,
+                 device: str = "cpu"):
+        self.models, self.targets, self.units = list(models), tuple(targets), dict(units)
+        self.n_outputs, self.device = n_outputs, device
 
     @property
     def is_vector(self) -> bool:
-        return len(self.targets) == 1 and len(self.mean) > 1
+        return len(self.targets) == 1 and self.n_outputs > 1
 
     def predict_dataset(self, ds) -> np.ndarray:
-        """(M, T) mean prediction over the ensemble, in target units."""
+        """(M, outputs) mean prediction over the ensemble, in target units."""
         return self.predict_dataset_with_spread(ds)[0]
 
     def predict_dataset_with_spread(self, ds) -> tuple[np.ndarray, np.ndarray]:
-        preds = np.stack([predict_dataset(m, ds, device=self.device) * self.std + self.mean for m in self.models])
+        preds = _outputs(self.models, ds, device=self.device)
         return preds.mean(0), preds.std(0)
 
     def predict_graphs(self, graphs) -> tuple[np.ndarray, np.ndarray]:
-        """MolGraphs -> ((n, T) prediction, (n, T) ensemble spread; zeros for one model)."""
+        """MolGraphs -> ((n, outputs) prediction, (n, outputs) ensemble spread; zeros for one model)."""
         from molgraph import collate
 
         if not graphs:
-            return np.zeros((0, len(self.targets))), np.zeros((0, len(self.targets)))
+            return np.zeros((0, self.n_outputs)), np.zeros((0, self.n_outputs))
         b = collate([g.with_targets({}) for g in graphs]).to(self.device)
-        outs = []
         with torch.no_grad():
-            for m in self.models:
-                m.eval()
-                outs.append(m(b.atom_features, b.pair_features, b.atom_mask).float().cpu().numpy() * self.std + self.mean)
-        outs = np.stack(outs)
+            outs = np.stack([m.eval()(b.atom_features, b.pair_features, b.atom_mask).float().cpu().numpy()
+                             for m in self.models])
         return outs.mean(0), outs.std(0)
 
 
@@ -399,12 +405,9 @@ def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     for _, cfg in loaded[1:]:
         if cfg["targets"] != cfg0["targets"]:
             raise ValueError(f"{root}: ensemble members predict different targets")
-    # members may have different normalization; fold it into each member's output layer
-    models = []
-    for m, cfg in loaded:
-        models.append(_Denormalized(m, cfg["mean"], cfg["std"]))
-    n_out = len(cfg0["mean"])
-    return Predictor(models, np.zeros(n_out), np.ones(n_out), cfg0["targets"], cfg0["units"], device)
+    # members may have different normalization: each undoes its own, outputs are in target units
+    models = [_Denormalized(m, cfg["mean"], cfg["std"]).to(device) for m, cfg in loaded]
+    return Predictor(models, cfg0["targets"], cfg0["units"], len(cfg0["mean"]), device)
 
 
 class _Denormalized(nn.Module):

@@ -53,7 +53,7 @@ class _Source:
     name: str  # 'qm9pack' or 'xyz'
     root: Path | None
     checksum: str
-    ids: np.ndarray  # QM9 ids selected, ascending
+    ids: np.ndarray | None  # QM9 ids selected, ascending; None: all of the source
 
 
 def _selection_digest(ids: np.ndarray | None) -> str:
@@ -137,7 +137,7 @@ def _key(source: _Source, featurizer: MolecularGraphFeaturizer) -> dict:
         "source_checksum": source.checksum,
         "featurizer": repr(featurizer),
         "featurizer_version": featurizer.version,
-        "selection": _selection_digest(None if source.ids is None else source.ids),
+        "selection": _selection_digest(source.ids),
     }
 
 
@@ -226,20 +226,21 @@ def _assemble(partial: Path, out: Path, key: dict, seconds: float, log, not_in_s
     n_pairs = n_atoms * (n_atoms - 1) // 2
     n_freqs = cat("n_freqs")
 
-    def reorder_ragged(values, lengths):
+    def ragged_order(lengths):
+        """(index into the concatenated values, new offsets) that put molecules in id order."""
         off = np.concatenate([[0], np.cumsum(lengths)])
-        if len(order) == 0:
-            return values, off
-        idx = np.concatenate([np.arange(off[i], off[i + 1]) for i in order]) if len(order) else np.zeros(0, int)
-        new_len = lengths[order]
-        return values[idx], np.concatenate([[0], np.cumsum(new_len)])
+        idx = np.concatenate([np.arange(off[i], off[i + 1]) for i in order]) if len(order) else np.zeros(0, np.int64)
+        return idx, np.concatenate([[0], np.cumsum(lengths[order])])
 
     arrays = {"ids": ids[order], "n_atoms": n_atoms[order]}
+    idx, arrays["atom_offsets"] = ragged_order(n_atoms)  # computed once per kind of ragged array
     for name in ("atom_features", "positions", "atomic_numbers", "mulliken"):
-        arrays[name], arrays["atom_offsets"] = reorder_ragged(cat(name), n_atoms)
+        arrays[name] = cat(name)[idx]
+    idx, arrays["pair_offsets"] = ragged_order(n_pairs)
     for name in ("bond", "path", "ring"):
-        arrays[name], arrays["pair_offsets"] = reorder_ragged(cat(name), n_pairs)
-    arrays["freqs"], arrays["freq_offsets"] = reorder_ragged(cat("freqs"), n_freqs)
+        arrays[name] = cat(name)[idx]
+    idx, arrays["freq_offsets"] = ragged_order(n_freqs)
+    arrays["freqs"] = cat("freqs")[idx]
     for name in ("method", "scalars", "alpha_tensor", "smiles"):
         arrays[name] = cat(name)[order]
     failed = sorted(zip(cat("failed_ids").tolist(), cat("failed_reasons").tolist()))
@@ -404,7 +405,6 @@ def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = Non
         if root is not None:
             raise ValueError("root is for the original distribution (source='xyz'); the embedded QM9 needs none")
         checksum = src.files_checksum(src.qm9pack_files())
-        universe = None
     elif source == "xyz":
         if root is None:
             raise ValueError("source 'xyz' needs root: a folder of dsgdb9nsd_*.xyz files or dsgdb9nsd.xyz.tar.bz2")
@@ -412,7 +412,6 @@ def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = Non
         if not root.exists():
             raise FileNotFoundError(f"{root}: no such file or directory")
         checksum = src.original_checksum(root)
-        universe = None
     else:
         raise ValueError(f"unknown source {source!r}; valid: qm9pack, xyz")
     selected = None
@@ -423,7 +422,7 @@ def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = Non
         pool = np.array([i for i in range(1, src.N_QM9 + 1) if i not in skip], dtype=np.int64)
         rng = np.random.default_rng(seed)
         selected = np.sort(rng.choice(pool, size=min(sample, len(pool)), replace=False))
-    return _Source(source, Path(root) if root else None, checksum, selected if selected is not None else universe)
+    return _Source(source, Path(root) if root else None, checksum, selected)
 
 
 def load(source: str = "qm9pack", root: str | os.PathLike | None = None, *, ids: Iterable[int] | None = None,
