@@ -280,6 +280,13 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import run
+
+    command = f"qmlrp compare {args.dir_a} {args.dir_b} --out {args.out}"
+    return run(args.dir_a, args.dir_b, args.out, n_boot=args.bootstrap, seed=args.seed, command=command)
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
@@ -343,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.set_defaults(func=cmd_predict)
+
+    cmp_ = sub.add_parser("compare", help="the verdict: group shares of two explain runs side by side, paired tests")
+    cmp_.add_argument("dir_a", help="an explain output directory (groups.csv, summary.json), e.g. runs/alpha/explain")
+    cmp_.add_argument("dir_b", help="the other one, e.g. runs/zpve/explain")
+    cmp_.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    cmp_.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
+    cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    cmp_.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("split", help="write the seeded k-fold split of the featurized QM9 ids")
     _dataset_args(s)
