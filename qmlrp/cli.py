@@ -8,6 +8,7 @@
     qmlrp cv --target T --folds 10 --out DIR [--final]
     qmlrp learning-curve --target T --sizes 1000,2000,5000 --out DIR
     qmlrp predict --model DIR FILE [FILE ...] [--json]
+    qmlrp explain --model DIR [--split test | --ids FILE | FILE ...] --rule epsilon --out DIR
 Long work shows a progress bar; every command that trains resumes when rerun.
 """
 from __future__ import annotations
@@ -287,6 +288,12 @@ def cmd_compare(args) -> int:
     return run(args.dir_a, args.dir_b, args.out, n_boot=args.bootstrap, seed=args.seed, command=command)
 
 
+def cmd_explain(args) -> int:
+    from .explain import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
@@ -358,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
     cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     cmp_.set_defaults(func=cmd_compare)
+
+    ex = sub.add_parser("explain", help="explain a trained model with LRP: feature, atom and group relevance, heatmaps, report")
+    from .explain import add_arguments as explain_arguments
+
+    explain_arguments(ex)
+    ex.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("split", help="write the seeded k-fold split of the featurized QM9 ids")
     _dataset_args(s)

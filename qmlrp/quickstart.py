@@ -88,11 +88,11 @@ def _plot(groups: dict, alpha: np.ndarray, zpve: np.ndarray, natoms: np.ndarray,
 def group_relevance(atom_rel, pair_rel) -> dict[str, np.ndarray]:
     """Relevance (B, N, 21) and (B, N, N, 13) -> {group: (B,) summed over its features, all atoms
     or all ordered atom pairs}."""
-    from molgraph import FEATURE_GROUPS
+    from molgraph import GROUP_NAMES
+    from molgraph.relevance import group_sums
 
-    a = atom_rel.sum(1)  # (B, 21)
-    p = pair_rel.sum((1, 2))  # (B, 13)
-    return {n: (a if g.kind == "atom" else p)[:, g.slice].sum(1).numpy() for n, g in FEATURE_GROUPS.items()}
+    sums = group_sums(atom_rel, pair_rel).numpy()  # (B, 12)
+    return {n: sums[:, k] for k, n in enumerate(GROUP_NAMES)}
 
 
 def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:

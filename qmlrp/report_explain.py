@@ -1,0 +1,141 @@
+"""`report.html` of `qmlrp explain`: one page for a chemist, every link relative to the page."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from molgraph.storage import atomic_write_text
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4;color:#222}
+td,th{padding:2px 9px;text-align:right;border-bottom:1px solid #eee}td:first-child,th:first-child{text-align:left}
+table{border-collapse:collapse;margin:0.5em 0}.gallery{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;width:340px}figure img{width:340px;border:1px solid #ddd}figcaption{font-size:0.85em}
+.note{color:#555;font-size:0.92em}code{background:#f4f4f4;padding:0 3px}"""
+
+_GROUP_WORDS = {
+    "atom_type": "element (H, C, N, O, F)", "chirality": "R/S stereocentre", "formal_charge": "formal charge",
+    "partial_charge": "Gasteiger partial charge", "ring_sizes": "rings of size 3-8 the atom is in",
+    "hybridization": "sp / sp2 / sp3", "hydrogen_bonding": "H-bond donor / acceptor", "aromaticity": "aromatic atom",
+    "bond_type": "bond order of the pair", "graph_distance": "bonds between the two atoms (<= 1..7)",
+    "same_ring": "both atoms in one ring", "spatial_distance": "interatomic distance",
+}
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _num(v, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    return f"{v:.{digits}g}"
+
+
+def _ci(c, digits: int = 3) -> str:
+    return f"[{c[0]:.{digits}g}, {c[1]:.{digits}g}]"
+
+
+def write_report(out: Path, s: dict) -> Path:
+    """Write out/report.html from the summary dict `qmlrp explain` builds."""
+    unit = s["unit"]
+    acc = s.get("accuracy")
+    acc_txt = (f"On these {acc['n']} molecules the model's mean absolute error is <b>{acc['mae']:.4g} {_e(unit)}</b> "
+               f"(RMSE {acc['rmse']:.4g}; always predicting the training mean would give {acc['mae_of_training_mean']:.4g})."
+               if acc else "The molecules have no reference values, so no accuracy is reported.")
+    ref = s["reference"]
+    rows = []
+    for name, g in s["groups"].items():
+        r, z = g["raw"], g["normalized"]
+        rows.append(
+            f"<tr><td>{_e(name)}</td><td>{g['kind']}</td><td style='text-align:left'>{_e(_GROUP_WORDS.get(name, ''))}</td>"
+            f"<td>{_num(r['mean'])}</td><td>{_ci(r['mean_ci'])}</td><td>{_num(r['mean_abs'])}</td>"
+            f"<td>{100 * r['share']:.1f} %</td><td>{_ci([100 * c for c in r['share_ci']])} %</td>"
+            f"<td>{100 * r['signed_share']:+.1f} %</td><td>{100 * z['share']:.1f} %</td>"
+            f"<td>{_ci([100 * c for c in z['share_ci']])} %</td></tr>")
+    ci = int(round(100 * s["bootstrap"]["ci"]))
+    gallery = []
+    for h in s.get("heatmaps", []):
+        tgt = f", target {h['target']:.4g}" if h.get("target") is not None else ""
+        gallery.append(
+            f"<figure><a href='{_e(h['svg'])}'><img src='{_e(h['png'])}' alt='relevance heatmap of {_e(h['id'])}'></a>"
+            f"<figcaption><b>{_e(h['why'])}</b><br>{_e(h['id'])} <code>{_e(h['smiles'])}</code><br>"
+            f"prediction {h['prediction']:.4g}{tgt} {_e(unit)}; {h['n_atoms']} atoms; colour scale "
+            f"&plusmn;{h['colour_scale']:.3g} {_e(unit)}</figcaption></figure>")
+    gallery_html = "<div class='gallery'>" + "".join(gallery) + "</div>" if gallery else "<p>No heatmaps were requested.</p>"
+    f = s.get("faithfulness")
+    if f:
+        frows = []
+        for kind in ("atoms", "features"):
+            for mode in ("signed", "absolute"):
+                a = f["aopc"][kind][mode]
+                ratio = a.get("lrp_over_random")
+                frows.append(
+                    f"<tr><td>{kind}</td><td>{mode}</td><td>{a['lrp']:.4g}</td><td>{a['gradient_x_input']:.4g}</td>"
+                    f"<td>{a.get('random_mean', float('nan')):.4g}</td>"
+                    f"<td>{'' if ratio is None else f'{ratio:.2f}'}</td>"
+                    f"<td>{100 * a.get('fraction_of_molecules_lrp_above_random', float('nan')):.0f} %</td></tr>")
+        faith_html = f"""<p>{f['n_molecules']} molecules (a seeded sample). Parts of each molecule are removed in the order an
+explanation ranks them, and the prediction change is tracked: atoms are masked out with all their pairs; features are set
+to 0, the value LRP and gradient x input decompose against (pair features in both orders). <i>Signed</i>: most positive
+relevance first, curve = f(x) - f(perturbed); <i>absolute</i>: largest |relevance| first, curve = |f(x) - f(perturbed)|.
+AOPC = mean of the curve over 0, 10, ..., 100 % removed, in {_e(unit)}; the random baseline is the mean of
+{f['random_orders']} seeded orders. A ratio above 1 means the explanation finds the parts that matter faster than chance.
+With every atom removed the model predicts {f['empty_output']:.4g} {_e(unit)} (the empty molecule).</p>
+<table><tr><th>parts</th><th>mode</th><th>AOPC LRP</th><th>AOPC gradient x input</th><th>AOPC random</th>
+<th>LRP / random</th><th>molecules where LRP beats random</th></tr>{''.join(frows)}</table>
+<p><img src="{_e(f['figure'])}" alt="perturbation curves" width="900"></p>
+<p class='note'>Numbers and curves: <a href="{_e(f['file'])}">{_e(f['file'])}</a>.</p>"""
+    else:
+        faith_html = "<p>The faithfulness check was not run (<code>--faithfulness 0</code>).</p>"
+    fails = s.get("failures", [])
+    fail_html = "".join(
+        f"<li>{_e(x['source'])}{'' if x.get('molecule') is None else ', molecule ' + _e(x['molecule'])}: {_e(x['error'])}</li>"
+        for x in fails) or "<li>none</li>"
+    timings = ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in s.get("timings", {}).items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>qmlrp explain: {_e(s['target'])}</title>
+<style>{_STYLE}</style></head><body>
+<h1>What the network uses to predict {_e(s['target'])}</h1>
+<p>Model: <code>{_e(s['model_dir'])}</code> ({_e(s.get('model_note', ''))}). Target <b>{_e(s['target'])}</b> in {_e(unit)}.
+Molecules: {_e(s['selection'])}; {s['n_molecules']} explained, {s['n_failed']} could not be read or featurized.
+{acc_txt}</p>
+<p>Explanation: layer-wise relevance propagation, rule preset <code>{_e(s['rule'])}</code>. The network predicts how far a
+molecule's value lies from the training mean ({ref['training_mean']:.4g} {_e(unit)}); LRP splits that difference
+(the <i>explained</i> part, on average {s['explained_mean']:.3g} {_e(unit)}) over every feature of every atom and atom pair,
+in {_e(unit)}. Positive relevance raises the prediction, negative lowers it. A part (on average {s['absorbed_mean']:.3g}
+{_e(unit)}) is kept by the network's biases (<i>absorbed</i>); the feature relevances sum to explained - absorbed
+(largest deviation over all molecules: {s['max_conservation_error']:.1e} {_e(unit)}).</p>
+
+<h2>Which kinds of features matter</h2>
+<p>Relevance summed per molecule over each of the 12 feature groups of the Molecular Graph (all atoms, or all ordered
+atom pairs), then averaged over the molecules. <i>Share</i>: the group's part of all absolute relevance.
+Intervals: {ci} % bootstrap ({s['bootstrap']['resamples']} resamples of the molecules, seed {s['bootstrap']['seed']}).
+<i>Normalized share</i>: the same after the proposal's normalization (each group centred on its dataset mean, all scaled by
+the largest absolute value, {s['normalization']['scale']:.3g} {_e(unit)}): it measures how much a group's relevance
+<i>varies</i> between molecules rather than its typical size.</p>
+<p><img src="group_relevance.png" alt="group relevance with confidence intervals" width="1000"></p>
+<table><tr><th>group</th><th>kind</th><th style='text-align:left'>what it encodes</th><th>mean / {_e(unit)}</th><th>{ci} % CI</th>
+<th>mean |.|</th><th>share</th><th>{ci} % CI</th><th>signed share</th><th>normalized share</th><th>{ci} % CI</th></tr>
+{''.join(rows)}</table>
+<p class='note'>Vector version of the chart: <a href="group_relevance.svg">group_relevance.svg</a>.</p>
+
+<h2>Molecules: where in the molecule the relevance sits</h2>
+<p>Each atom (hydrogens included) is coloured by its relevance: its own features plus half of every atom pair it belongs
+to, so the atoms of a molecule add up to its total relevance. Each bond is coloured by the relevance of the bonded pair
+(both orders; its two atoms already hold it half each). Red raises, blue lowers the prediction; the scale is symmetric
+and per picture, in {_e(unit)}. Extremes first, then typical molecules. Click a picture for the SVG.</p>
+{gallery_html}
+
+<h2>Can the explanation be trusted? Perturbation check</h2>
+{faith_html}
+
+<h2>Molecules that failed</h2><ul>{fail_html}</ul>
+
+<h2>Files</h2>
+<p><a href="summary.json">summary.json</a> (all numbers and definitions), <a href="groups.csv">groups.csv</a> (one row
+per molecule, the 12 group relevances), <a href="relevance.npz">relevance.npz</a> (every feature's relevance;
+<code>qmlrp.explain.load_relevance</code>). Time: {_e(timings)}.</p>
+</body></html>
+"""
+    path = Path(out) / "report.html"
+    atomic_write_text(path, page)
+    return path
