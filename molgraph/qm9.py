@@ -33,7 +33,8 @@ from . import qm9_sources as src
 from .featurizer import FEATURIZER_VERSION, EncodedGraph, MolecularGraphFeaturizer, MolGraph, decode
 from .molecule import ELEMENTS, Molecule, MoleculeError
 from .storage import atomic_save_npz, atomic_write_json
-from .targets import SCALAR_TARGETS, TARGETS, compute_targets
+from .labels import LabelTable, read_label_table
+from .targets import LABEL_TARGETS, SCALAR_TARGETS, TARGETS, compute_targets
 
 CACHE_FORMAT = 1
 CHUNK = 1000
@@ -276,10 +277,13 @@ class QM9Dataset(torch.utils.data.Dataset):
         ids: (M,) QM9 ids (1-based, as in the original distribution).
         manifest: how the cache was built (source checksum, featurizer version, failures).
         targets_selected: the target names each MolGraph carries (default: all scalars,
-            `freqs_cm1` and `alpha_tensor_bohr3`).
+            `freqs_cm1` and `alpha_tensor_bohr3`, and the label targets when labels are joined).
+        labels: the joined QM label table (`molgraph.labels.LabelTable`), or None. Its targets
+            (`beta_par_au`, `beta_vec_au`) are NaN for molecules without a label.
     """
 
-    def __init__(self, path: str | os.PathLike, targets: Sequence[str] | None = None, *, _rows: np.ndarray | None = None):
+    def __init__(self, path: str | os.PathLike, targets: Sequence[str] | None = None, *, _rows: np.ndarray | None = None,
+                 labels: LabelTable | str | os.PathLike | None = None, _label_values: dict | None = None):
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.exists():
@@ -292,11 +296,25 @@ class QM9Dataset(torch.utils.data.Dataset):
         self._rows = np.arange(len(a["ids"])) if _rows is None else np.asarray(_rows)
         self.ids = np.asarray(a["ids"])[self._rows]
         self._scalar_col = {k: i for i, k in enumerate(self.manifest["scalar_targets"])}
-        self.targets_selected = tuple(targets) if targets is not None else (*SCALAR_TARGETS, "freqs_cm1", "alpha_tensor_bohr3")
+        if labels is not None and not isinstance(labels, LabelTable):
+            labels = read_label_table(labels)
+        self.labels = labels
+        if labels is not None and _label_values is None:
+            _label_values = labels.aligned(np.asarray(a["ids"]))  # over the whole cache, NaN = no label
+        self._label_values = _label_values
+        default = (*SCALAR_TARGETS, "freqs_cm1", "alpha_tensor_bohr3", *(LABEL_TARGETS if labels is not None else ()))
+        self.targets_selected = tuple(targets) if targets is not None else default
         unknown = [t for t in self.targets_selected if t not in TARGETS]
         if unknown:
             raise KeyError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
+        for t in self.targets_selected:
+            self._check_label(t)
         self._row_of_id = None
+
+    def _check_label(self, name: str) -> None:
+        if name in LABEL_TARGETS and self.labels is None:
+            raise KeyError(f"{name} is not in QM9: it comes from a QM label table; load with labels=TABLE "
+                           f"(qm9.load(labels=...), or --labels on the command line; tables: `qmlrp label collect`)")
 
     # -- views
     def __len__(self) -> int:
@@ -305,10 +323,18 @@ class QM9Dataset(torch.utils.data.Dataset):
     def subset(self, ids: Iterable[int]) -> "QM9Dataset":
         """The molecules with these QM9 ids, in the given order (KeyError names a missing id)."""
         rows = self._rows[[self.index_of(int(i)) for i in ids]]
-        return QM9Dataset(self.path, self.targets_selected, _rows=rows)
+        return QM9Dataset(self.path, self.targets_selected, _rows=rows, labels=self.labels, _label_values=self._label_values)
 
     def with_targets(self, targets: Sequence[str]) -> "QM9Dataset":
-        return QM9Dataset(self.path, targets, _rows=self._rows)
+        return QM9Dataset(self.path, targets, _rows=self._rows, labels=self.labels, _label_values=self._label_values)
+
+    def with_labels(self, labels: LabelTable | str | os.PathLike) -> "QM9Dataset":
+        """The same molecules with a QM label table joined by QM9 id (see `molgraph.labels`)."""
+        return QM9Dataset(self.path, None, _rows=self._rows, labels=labels)
+
+    def label_mask(self, name: str) -> np.ndarray:
+        """(M,) bool: which molecules have a value of label target `name`."""
+        return np.isfinite(self.target(name))
 
     def index_of(self, qm9_id: int) -> int:
         if self._row_of_id is None:
@@ -347,6 +373,9 @@ class QM9Dataset(torch.utils.data.Dataset):
     def target_value(self, i: int, name: str) -> torch.Tensor:
         a, r = self._a, int(self._rows[i])
         kind = TARGETS[name].kind
+        if name in LABEL_TARGETS:
+            self._check_label(name)
+            return torch.tensor(float(self._label_values[name][r]), dtype=torch.float64)
         if kind == "scalar":
             return torch.tensor(float(a["scalars"][r, self._scalar_col[name]]), dtype=torch.float64)
         if name == "freqs_cm1":
@@ -379,7 +408,10 @@ class QM9Dataset(torch.utils.data.Dataset):
     def target(self, name: str) -> np.ndarray:
         """Scalar target over the dataset, (M,) float64 in dataset order."""
         if TARGETS.get(name) is None or TARGETS[name].kind != "scalar":
-            raise KeyError(f"{name!r} is not a scalar target; scalar targets: {', '.join(SCALAR_TARGETS)}")
+            raise KeyError(f"{name!r} is not a scalar target; scalar targets: {', '.join((*SCALAR_TARGETS, *LABEL_TARGETS))}")
+        if name in LABEL_TARGETS:
+            self._check_label(name)
+            return self._label_values[name][self._rows].copy()
         return np.asarray(self._a["scalars"][self._rows, self._scalar_col[name]])
 
     @property
@@ -429,7 +461,7 @@ def load(source: str = "qm9pack", root: str | os.PathLike | None = None, *, ids:
          sample: int | None = None, seed: int = 0, targets: Sequence[str] | None = None,
          cache_root: str | os.PathLike | None = None, featurizer: MolecularGraphFeaturizer | None = None,
          workers: int | None = None, progress: bool = True, rebuild: bool = False,
-         log: Callable[[str], None] = print) -> QM9Dataset:
+         log: Callable[[str], None] = print, labels: LabelTable | str | os.PathLike | None = None) -> QM9Dataset:
     """Featurized QM9, built on first use and memory-mapped afterwards.
 
     Args:
@@ -439,6 +471,8 @@ def load(source: str = "qm9pack", root: str | os.PathLike | None = None, *, ids:
         cache_root: where caches live (default `default_cache_root()`).
         workers: processes for the build (default: all cores).
         rebuild: build again even if a complete cache exists.
+        labels: a QM label table (`qmlrp label collect`; path or LabelTable) joined by QM9 id,
+            giving targets `beta_par_au` and `beta_vec_au` (NaN where a molecule has no label).
     """
     featurizer = featurizer or MolecularGraphFeaturizer()
     s = resolve_source(source, root, ids, sample, seed)
@@ -452,4 +486,4 @@ def load(source: str = "qm9pack", root: str | os.PathLike | None = None, *, ids:
             raise ValueError(f"cache {out} was built with {mismatch}; delete it or pass rebuild=True (--rebuild)")
     else:
         build(s, featurizer, out, workers=workers, progress=progress, log=log)
-    return QM9Dataset(out, targets)
+    return QM9Dataset(out, targets, labels=labels)

@@ -52,9 +52,16 @@ _T = [
     Target("freqs_cm1", "cm^-1", "vector", "real harmonic frequencies, sorted ascending", "freqs_raw_cm1"),
     Target("alpha_tensor_bohr3", "bohr^3", "tensor", "static polarizability tensor (3, 3)", "alpha_tensor_bohr3"),
     Target("mulliken_e", "e", "atom", "Mulliken partial charges", "mulliken_e"),
+    # not in QM9: joined from a QM label table (`molgraph.labels`, `qmlrp label collect`); NaN = no label
+    Target("beta_par_au", "au", "scalar", "static first hyperpolarizability along the dipole, Taylor convention",
+           "label:beta_par"),
+    Target("beta_vec_au", "au", "scalar", "norm of the static first hyperpolarizability vector, Taylor convention",
+           "label:beta_vec_norm"),
 ]
 TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in _T})
-SCALAR_TARGETS: tuple[str, ...] = tuple(t.name for t in _T if t.kind == "scalar")
+# QM9's own scalars (stored in the cache); label targets come from a table at load time
+SCALAR_TARGETS: tuple[str, ...] = tuple(t.name for t in _T if t.kind == "scalar" and not t.source.startswith("label:"))
+LABEL_TARGETS: tuple[str, ...] = tuple(t.name for t in _T if t.source.startswith("label:"))
 
 
 def clean_frequencies(raw, n_atoms: int) -> tuple[np.ndarray, int, bool]:
@@ -74,7 +81,7 @@ def compute_targets(properties: Mapping, n_atoms: int) -> dict[str, object]:
     out: dict[str, object] = {}
     freqs, n_imag, _ = clean_frequencies(properties.get("freqs_raw_cm1", ()), n_atoms)
     for t in _T:
-        if t.kind == "scalar" and t.source != "freqs_raw_cm1":
+        if t.name in SCALAR_TARGETS and t.source != "freqs_raw_cm1":
             v = properties.get(t.source)
             out[t.name] = float(v) * t.scale if v is not None else float("nan")
     out["omega1_cm1"] = float(freqs[-1]) if freqs.size else float("nan")

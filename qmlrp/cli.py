@@ -9,6 +9,7 @@
     qmlrp learning-curve --target T --sizes 1000,2000,5000 --out DIR
     qmlrp predict --model DIR FILE [FILE ...] [--json]
     qmlrp explain --model DIR [--split test | --ids FILE | FILE ...] --rule epsilon --out DIR
+    qmlrp label beta|collect|compare ...   (QM labels with a Dask task farm; see qmlrp/label.py)
 Long work shows a progress bar; every command that trains resumes when rerun.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--cache-dir", help="where caches live (default $QMLRP_CACHE or ~/.cache/qmlrp)")
     p.add_argument("--workers", type=int, help="processes for featurization (default: all cores)")
+    p.add_argument("--labels", help="QM label table (qmlrp label collect) joined by QM9 id: targets beta_par_au, beta_vec_au")
 
 
 def _load(args, progress=True):
@@ -54,6 +56,7 @@ def _load(args, progress=True):
         source, args.root, ids=_read_ids(args.ids) if args.ids else None, sample=args.sample,
         seed=args.seed, cache_root=args.cache_dir, workers=args.workers, progress=progress,
         rebuild=getattr(args, "rebuild", False), log=lambda m: print(m, file=sys.stderr),
+        labels=getattr(args, "labels", None),
     )
 
 
@@ -294,6 +297,19 @@ def cmd_explain(args) -> int:
     return run_from_args(args)
 
 
+def cmd_stability(args) -> int:
+    from .stability import run
+
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    ids = _read_ids(args.ids) if args.ids else None
+    sel = f" --ids {args.ids}" if args.ids else (f" --split {args.split}" if args.split else "")
+    out = args.out or str(Path(args.models) / "stability")
+    command = (f"qmlrp stability --models {args.models} --rules {','.join(rules)}{sel} "
+               f"--max-molecules {args.max_molecules} --out {out}")
+    return run(args.models, out, rules, args.split, ids, args.max_molecules, args.seed, args.batch_size,
+               args.cache_dir, command=command)
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run
 
@@ -372,12 +388,31 @@ def build_parser() -> argparse.ArgumentParser:
     explain_arguments(ex)
     ex.set_defaults(func=cmd_explain)
 
+    st = sub.add_parser("stability", help="how group shares vary across fold models and LRP rules")
+    st.add_argument("--models", required=True, help="a directory of fold_*/ models (qmlrp cv) or one model directory")
+    st.add_argument("--rules", default="epsilon,weave,alpha2-beta1",
+                    help="comma-separated LRP presets (default epsilon,weave,alpha2-beta1)")
+    stsel = st.add_mutually_exclusive_group()
+    stsel.add_argument("--split", choices=["outside", "test"],
+                       help="outside (default): QM9 molecules in no member's split; test: the members' test molecules")
+    stsel.add_argument("--ids", help="file of QM9 ids to explain instead")
+    st.add_argument("--max-molecules", type=int, default=200, help="seeded sample of at most N molecules (default 200)")
+    st.add_argument("--out", help="output folder (default MODELS/stability)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--batch-size", type=int, default=64)
+    st.add_argument("--cache-dir", help="where caches live (default $QMLRP_CACHE or ~/.cache/qmlrp)")
+    st.set_defaults(func=cmd_stability)
+
     s = sub.add_parser("split", help="write the seeded k-fold split of the featurized QM9 ids")
     _dataset_args(s)
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--split-seed", dest="seed_split", type=int, default=0)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
+
+    from .label import add_parser as add_label_parser
+
+    add_label_parser(sub)
     return p
 
 
