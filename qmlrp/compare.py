@@ -62,7 +62,7 @@ def group_set_of(group: str) -> str:
 class ExplainRun:
     """One `qmlrp explain` output directory.
 
-    ids: (n,) QM9 ids; relevance: (n, 12) group relevance in the target's units, columns in
+    ids: (n,) molecule ids as strings ('qm9:123'); relevance: (n, 12) group relevance in the target's units, columns in
     `GROUP_NAMES` order; meta: the other groups.csv columns, (n,) each; summary: summary.json
     (empty if absent); skipped: rows left out, each with the reason.
     """
@@ -127,14 +127,14 @@ def read_explain_dir(path) -> ExplainRun:
             if len(row) != len(expected):
                 skipped.append(f"{where}: {len(row)} fields, expected {len(expected)}")
                 continue
-            try:
-                qid = int(row[0])
-            except ValueError:
-                skipped.append(f"{where}: id {row[0]!r} is not an integer")
+            qid = normalize_id(row[0])
+            if not qid:
+                skipped.append(f"{where}: empty id")
                 continue
             where = f"{csv_path}, line {line} (id {qid})"
-            try:
-                values = [float(v) for v in row[1:]]
+            try:  # an empty meta field (a molecule without a label has no target) reads as NaN
+                values = [float(v) if v.strip() or k >= len(META_COLUMNS) - 1 else float("nan")
+                          for k, v in enumerate(row[1:])]
             except ValueError as exc:
                 skipped.append(f"{where}: {exc}")
                 continue
@@ -159,8 +159,15 @@ def read_explain_dir(path) -> ExplainRun:
             raise ValueError(f"{sj}: not valid JSON ({exc})") from None
     m = np.array(meta_rows, dtype=float).reshape(-1, len(META_COLUMNS) - 1)
     meta = {c: m[:, k] for k, c in enumerate(META_COLUMNS[1:])}
-    return ExplainRun(path, np.array(ids, dtype=np.int64), np.array(rel, dtype=float).reshape(-1, len(GROUP_NAMES)),
+    return ExplainRun(path, np.array(ids, dtype=str), np.array(rel, dtype=float).reshape(-1, len(GROUP_NAMES)),
                       meta, summary, skipped)
+
+
+def normalize_id(text: str) -> str:
+    """A molecule id of groups.csv: 'qm9:123' as written by `qmlrp explain`; a bare integer is
+    read as a QM9 id ('123' -> 'qm9:123'); anything else (a file's molecule) is kept as it is."""
+    t = text.strip()
+    return f"qm9:{int(t)}" if t.isdigit() else t
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -329,7 +336,7 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0, warn=None) -> dict:
     zero = common[~ok]
     if len(zero):
         note(f"{len(zero)} common molecule(s) have no group relevance in one run and are left out "
-             f"(first ids: {', '.join(str(int(i)) for i in zero[:10])})")
+             f"(first ids: {', '.join(str(i) for i in zero[:10])})")
     if not ok.any():
         raise ValueError(f"none of the {len(common)} molecules common to {a.path} and {b.path} has any group relevance in both")
     ids, sa, sb = common[ok], sa[ok], sb[ok]
@@ -393,7 +400,7 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0, warn=None) -> dict:
 
     def run_info(run, only):
         return {"dir": str(run.path), "target": run.target, "unit": run.unit, "rule": run.rule,
-                "model": run.summary.get("model"), "n_molecules": int(len(run.ids)), "n_only_here": int(len(only)),
+                "model": run.summary.get("model_dir", run.summary.get("model")), "n_molecules": int(len(run.ids)), "n_only_here": int(len(only)),
                 "n_rows_skipped": len(run.skipped), "role": _role(run)}
 
     result = {

@@ -23,7 +23,7 @@ def write_explain_dir(path, ids, relevance, target="alpha_bohr3", unit="bohr^3",
         w.writerow(list(C.META_COLUMNS) + list(GROUP_NAMES))
         for i, r in zip(ids, relevance):
             explained = float(r.sum()) + 0.1
-            w.writerow([int(i), 18, explained, explained + 0.2, explained, 0.1, *(repr(float(v)) for v in r)])
+            w.writerow([f"qm9:{int(i)}", 18, explained, explained + 0.2, explained, 0.1, *(repr(float(v)) for v in r)])
     if summary:
         (path / "summary.json").write_text(json.dumps({"model": "runs/x", "target": target, "unit": unit, "rule": rule}))
     return path
@@ -162,15 +162,18 @@ def test_differing_rules_warn_and_bad_rows_are_skipped_and_named(tmp_path):
     bad[8] = "nan"
     lines[3] = ",".join(bad)
     lines.append(lines[5])  # a repeated id
-    lines.append("x12," + ",".join(["1"] * 17))
+    lines.append("x12," + ",".join(["1"] * 16 + ["oops"]))
+    lines.append("500,18,1.0,,1.0,0.1," + ",".join(["0.5"] * 12))  # no label, bare integer id: kept
     (a / "groups.csv").write_text("\n".join(lines) + "\n")
     seen = []
     res = C.compare(a, z, n_boot=100, warn=seen.append)
     assert any("different LRP rules" in w for w in seen)
-    assert any("line 4 (id 3): non-finite relevance in" in w for w in seen)
-    assert any("id 5 repeated" in w for w in seen)
-    assert any("id 'x12' is not an integer" in w for w in seen)
-    assert res["a"]["n_molecules"] == n - 1 and res["n_compared"] == n - 1
+    assert any("line 4 (id qm9:3): non-finite relevance in" in w for w in seen)
+    assert any("id qm9:5 repeated" in w for w in seen)
+    assert any("(id x12): could not convert string to float: 'oops'" in w for w in seen)
+    assert res["a"]["n_molecules"] == n and res["n_compared"] == n - 1 and res["a"]["n_only_here"] == 1
+    run = C.read_explain_dir(a)
+    assert "qm9:500" in run.ids and np.isnan(run.meta["target"][list(run.ids).index("qm9:500")])
 
 
 def test_wrong_header_and_missing_dir_name_the_file(tmp_path):
