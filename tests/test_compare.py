@@ -236,3 +236,36 @@ def test_targets_other_than_alpha_and_zpve_are_compared_without_a_verdict(tmp_pa
     b = write_explain_dir(tmp_path / "m2", ids, base_relevance(n, 9), target="lumo_ev")
     res = C.compare(a, b, n_boot=50)
     assert res["claims"][0]["verdict"] == "not evaluated" and len(res["groups"]) == 15
+
+
+VERDICTS = {"holds", "holds, but the difference is negligible", "does not hold: the opposite is significant",
+            "does not hold: no significant difference", "does not hold", "undecided: the 95 % CI contains 50 %"}
+
+
+def test_end_to_end_on_real_explain_output(tmp_path, monkeypatch, capsys):
+    """qmlrp train (alpha, ZPVE; 1 epoch on ~100 molecules) -> qmlrp explain -> qmlrp compare."""
+    monkeypatch.setenv("QMLRP_CACHE", str(tmp_path / "cache"))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(str(i) for i in range(1, 121)))
+    for target, name in (("alpha_bohr3", "alpha"), ("zpve_ev", "zpve")):
+        assert main(["train", "--ids", str(ids), "--target", target, "--epochs", "1", "--out", str(tmp_path / name)]) == 0
+        assert main(["explain", "--model", str(tmp_path / name), "--out", str(tmp_path / name / "explain"),
+                     "--heatmaps", "0", "--faithfulness", "0", "--bootstrap", "50", "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "alpha" / "explain"), str(tmp_path / "zpve" / "explain"),
+                 "--out", str(out), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "compare.json").read_text())
+    n_test = len(json.loads((tmp_path / "alpha" / "split.json").read_text())["test"])
+    assert res["n_common"] == n_test and res["n_compared"] == n_test and not res["warnings"]
+    assert res["a"]["target"] == "alpha_bohr3" and res["b"]["unit"] == "eV" and res["a"]["rule"] == "epsilon"
+    assert len(res["claims"]) == 9 and all(c["verdict"] in VERDICTS for c in res["claims"])
+    assert all(c["claim"] in printed for c in res["claims"])
+    rows = {r["group"]: r for r in res["groups"]}
+    assert sum(rows[g]["share_a"] for g in GROUP_NAMES) == pytest.approx(1.0)
+    assert sum(rows[k]["share_b"] for k in C.GROUP_SETS) == pytest.approx(1.0)
+    # the run's own group sums are what compare read
+    run = C.read_explain_dir(tmp_path / "zpve" / "explain")
+    assert len(run.ids) == n_test and all(i.startswith("qm9:") for i in run.ids)
+    np.testing.assert_allclose(run.relevance.sum(1) + run.meta["absorbed"], run.meta["explained"], atol=1e-4)
