@@ -412,8 +412,8 @@ def _tqdm(it, progress: bool, **kw):
 NORMALIZATION = (
     "Z[m, g] = (G[m, g] - mu[g]) / S, where G[m, g] is molecule m's relevance summed over group g "
     "(target units), mu[g] = mean over the explained molecules of G[., g] (each group centred on its "
-    "own dataset mean) and S = max over all molecules and groups of |G[m, g] - mu[g]| (one scale for "
-    "all groups, so they stay comparable): Z lies in [-1, 1] and has zero mean per group. mu and S "
+    "own dataset mean) and S = max over all molecules and groups of |G[m, g] - mu[g]|, the largest absolute "
+    "value of the centred relevances over the dataset (one scale for all groups, so they stay comparable): Z lies in [-1, 1] and has zero mean per group. mu and S "
     "are computed once on all explained molecules and held fixed in the bootstrap."
 )
 
