@@ -164,9 +164,15 @@ def _with_sets(s: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 
 def _rank_corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Spearman and Kendall (tau-b) between two share vectors over the groups that carry
+    relevance in either: groups absent from a molecule (no chirality, no ring) would otherwise
+    agree as tied zeros and inflate the agreement. NaN with fewer than 3 such groups or a
+    constant vector."""
     from scipy.stats import kendalltau, spearmanr
 
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
+    active = (x > 0) | (y > 0)
+    x, y = x[active], y[active]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
     return float(spearmanr(x, y).statistic), float(kendalltau(x, y).statistic)
 
@@ -208,9 +214,10 @@ def fold_spread(s: np.ndarray) -> dict:
 
 
 def rank_agreement(s: np.ndarray) -> dict:
-    """(F, M, 12) shares -> Spearman / Kendall between members' group rankings: of the
-    dataset-level shares (per member pair) and per molecule (averaged over member pairs);
-    the fraction of molecules on which every member ranks the same group first."""
+    """(F, M, 12) shares -> Spearman / Kendall between members' group rankings (over the groups
+    active in either member, see `_rank_corr`): of the dataset-level shares (per member pair)
+    and per molecule (averaged over member pairs); the fraction of molecules on which every
+    member ranks the same group first."""
     f = s.shape[0]
     pairs = list(itertools.combinations(range(f), 2))
     ds_share = s.mean(1)
@@ -347,8 +354,10 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
         "share_definition": "per molecule |R_g| / sum_h |R_h| over the 12 groups (R_g: relevance summed over the "
                             "group's features and all atoms / ordered atom pairs)",
         "conservation": {rule: {"max_abs_error": float(cons[r].max()),
-                                "absorbed_fraction_mean": float(np.mean(np.abs(absorbed[r]) /
-                                                                        np.maximum(np.abs(explained[r]), 1e-12)))}
+                                "absorbed_over_explained": float(np.abs(absorbed[r]).sum() /
+                                                                 max(np.abs(explained[r]).sum(), 1e-300)),
+                                "absorbed_over_explained_median": float(np.median(
+                                    np.abs(absorbed[r]) / np.maximum(np.abs(explained[r]), 1e-12)))}
                          for r, rule in enumerate(rules)},
         "fold_spread": None, "rank_agreement": None,
         "rule_comparison": rule_comparison(s, rules) if R > 1 else None,
@@ -441,10 +450,15 @@ def markdown(res: dict, command: str | None = None) -> str:
              f"{mol['n_explained']} molecules explained ({mol['selection']}; {len(mol['failures'])} failed to featurize"
              f", {len(mol['without_relevance'])} without relevance).\n")
     if mol["trained_on_by_members"] is not None:
-        p.append(f"Members that trained on a molecule: {mol['trained_on_by_members']} (count of members: molecules); "
-                 f"validated on: {mol['validated_on_by_members']}; tested on: {mol['tested_on_by_members']}.\n")
+        def hist(h):
+            return ", ".join(f"{v} molecule(s) by {k}" for k, v in sorted(h.items(), key=lambda t: int(t[0])))
+
+        p.append(f"\nHow many of the {len(res['members'])} member(s) saw each molecule: trained on it: "
+                 f"{hist(mol['trained_on_by_members'])}; validated on it: {hist(mol['validated_on_by_members'])}; "
+                 f"tested on it: {hist(mol['tested_on_by_members'])}.\n")
     p.append(f"\nShares: {res['share_definition']}. Spreads are in share points (1 point = 1 % of a molecule's "
-             "total |group relevance|).\n")
+             "total |group relevance|). Rank correlations are taken over the groups that carry relevance in either of "
+             "the two compared share vectors (absent groups would agree as tied zeros).\n")
     if res["fold_spread"]:
         rule = rules[0]
         fs, ra = res["fold_spread"][rule], res["rank_agreement"][rule]
@@ -492,9 +506,12 @@ def markdown(res: dict, command: str | None = None) -> str:
                      f"{_f(v['molecule_spearman']['mean'])} |\n")
         p.append("\nTotal variation = half the summed absolute share differences over the 12 groups (0: the same "
                  "picture, 100: disjoint).\n")
-    p.append("\n| rule | max conservation error | mean |absorbed| / |explained| |\n|---|---|---|\n")
+    p.append("\nWhat the explanations leave in biases and stabilizers (absorbed; explained = prediction - training "
+             "mean of the member):\n\n| rule | max conservation error | sum abs(absorbed) / sum abs(explained) | "
+             "median per molecule |\n|---|---|---|---|\n")
     for rule, c in res["conservation"].items():
-        p.append(f"| {rule} | {c['max_abs_error']:.1e} {res['unit']} | {c['absorbed_fraction_mean']:.3f} |\n")
+        p.append(f"| {rule} | {c['max_abs_error']:.1e} {res['unit']} | {c['absorbed_over_explained']:.2f} | "
+                 f"{c['absorbed_over_explained_median']:.2f} |\n")
     return "".join(p)
 
 

@@ -143,3 +143,26 @@ def test_bad_input_gives_clear_errors(use_cache, tmp_path, capsys):
     assert "no config.json + weights.pt, and no fold_*/ model directories" in capsys.readouterr().err
     assert main(["stability", "--models", str(out), "--rules", "epsilon,magic", "--out", str(tmp_path / "o")]) == 2
     assert "unknown rule(s) magic; valid: epsilon" in capsys.readouterr().err
+
+
+def test_spread_and_rank_statistics_on_hand_made_shares():
+    a = np.zeros(12)
+    a[[0, 3, 11]] = [0.5, 0.3, 0.2]
+    b = np.zeros(12)
+    b[[0, 3, 11]] = [0.2, 0.3, 0.5]
+    # absent groups are not counted as agreeing ties: the three active groups are in reverse order
+    sp, kt = S._rank_corr(a, b)
+    assert sp == pytest.approx(-1.0) and kt == pytest.approx(-1.0)
+    s = np.stack([a[None], b[None]])  # (F=2, M=1, 12)
+    fs = S.fold_spread(s)
+    g = fs["groups"]
+    assert g["atom_type"]["molecule_std_mean"] == pytest.approx(0.15)  # |0.5 - 0.2| / 2
+    assert g["atom_type"]["molecule_range_max"] == pytest.approx(0.3)
+    assert g["partial_charge"]["molecule_std_max"] == 0 and g["chirality"]["mean_share"] == 0
+    assert g["geometric"]["dataset_share_by_member"] == pytest.approx([0.2, 0.5])
+    assert g["electronic"]["dataset_share_by_member"] == pytest.approx([0.8, 0.5])
+    ra = S.rank_agreement(s)
+    assert ra["top_group_agreement"] == 0.0 and ra["molecule_spearman"]["mean"] == pytest.approx(-1.0)
+    rc = S.rule_comparison(np.stack([s, s[::-1]]), ["r1", "r2"])  # (R=2, F=2, M=1, 12): same members swapped
+    assert rc["pairs"]["r1 vs r2"]["dataset_total_variation"] == pytest.approx(0.0)
+    assert rc["pairs"]["r1 vs r2"]["molecule_total_variation_mean"] == pytest.approx(0.3)
