@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -400,7 +399,8 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0, warn=None) -> dict:
 
     def run_info(run, only):
         return {"dir": str(run.path), "target": run.target, "unit": run.unit, "rule": run.rule,
-                "model": run.summary.get("model_dir", run.summary.get("model")), "n_molecules": int(len(run.ids)), "n_only_here": int(len(only)),
+                "model": run.summary.get("model_dir", run.summary.get("model")), "n_molecules": int(len(run.ids)),
+                "n_only_here": int(len(only)),
                 "n_rows_skipped": len(run.skipped), "role": _role(run)}
 
     result = {
@@ -591,7 +591,8 @@ def verdict_markdown(result: dict, command: str | None = None) -> str:
         f"{a['n_only_here']:,} only here)\n"
         f"- b: `{b['dir']}` (target {b['target']}, unit {b['unit']}, rule {b['rule']}; {b['n_molecules']:,} molecules, "
         f"{b['n_only_here']:,} only here)\n"
-        f"- compared: {result['n_compared']:,} molecules in both ({result['n_without_relevance']} left out for lack of relevance)\n")
+        f"- compared: {result['n_compared']:,} molecules in both ({result['n_without_relevance']} left out for lack of "
+        "relevance)\n")
     parts.append("\n## Verdict\n\n")
     parts.extend(f"- {c['claim']}: **{c['verdict']}** ({c['detail']})\n" for c in result["claims"])
     parts.append("\n## Shares side by side\n\n")

@@ -272,8 +272,6 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
           max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None, pool=None,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), progress: bool = True) -> tuple[dict, dict]:
     """Run the study; returns (stability.json content, arrays: ids, groups (R, F, M, 12), ...)."""
-    import torch
-
     import gcnn
     import lrp
 

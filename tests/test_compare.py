@@ -101,7 +101,8 @@ def test_a_hypothesis_that_is_false_is_called_false(tmp_path):
     a = write_explain_dir(tmp_path / "a", ids, boosted(base_relevance(n, 3), C.GEOMETRIC, 5.0))
     z = write_explain_dir(tmp_path / "z", ids, boosted(base_relevance(n, 4), C.ELECTRONIC, 5.0), target="zpve_ev")
     cl = by_claim(C.compare(a, z, n_boot=200))
-    assert cl["ZPVE relies more on the geometric groups than alpha does"]["verdict"] == "does not hold: the opposite is significant"
+    opposite = "does not hold: the opposite is significant"
+    assert cl["ZPVE relies more on the geometric groups than alpha does"]["verdict"] == opposite
     assert cl["alpha relies mostly (> 50 %) on the electronic groups"]["verdict"] == "does not hold"
     assert not cl["alpha relies more on its electronic than on its geometric groups"]["holds"]
 
