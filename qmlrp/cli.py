@@ -9,6 +9,8 @@
     qmlrp learning-curve --target T --sizes 1000,2000,5000 --out DIR
     qmlrp predict --model DIR FILE [FILE ...] [--json]
     qmlrp explain --model DIR [--split test | --ids FILE | FILE ...] --rule epsilon --out DIR
+    qmlrp compare runs/alpha/explain runs/zpve/explain [--out DIR]
+    qmlrp stability --models CV_DIR [--rules epsilon,weave,alpha2-beta1] [--split outside|test | --ids FILE] --out DIR
     qmlrp label beta|collect|compare ...   (QM labels with a Dask task farm; see qmlrp/label.py)
 Long work shows a progress bar; every command that trains resumes when rerun.
 """
