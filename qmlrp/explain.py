@@ -425,7 +425,9 @@ def group_statistics(g: np.ndarray, n_atoms: np.ndarray | None = None, resamples
 
     For a matrix X (raw G or normalized Z): mean = mean over molecules of X[., g];
     mean_abs = mean of |X[., g]|; share = sum_m |X[m, g]| / sum_m sum_h |X[m, h]| (the group's
-    part of all absolute relevance); signed_share = sum_m X[m, g] / sum_m sum_h |X[m, h]|."""
+    part of all absolute relevance); signed_share = sum_m X[m, g] / sum_m sum_h |X[m, h]|;
+    raw only: molecule_share = mean over molecules of |G[m, g]| / sum_h |G[m, h]| (each molecule
+    weighs the same, however large its relevances), median."""
     names = _group_names()
     g = np.asarray(g, dtype=np.float64)
     m = len(g)
@@ -437,15 +439,19 @@ def group_statistics(g: np.ndarray, n_atoms: np.ndarray | None = None, resamples
     rng = np.random.default_rng(seed)
     lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
 
+    row_abs = np.abs(g).sum(1, keepdims=True)
+    mol_share = np.abs(g) / np.where(row_abs > 0, row_abs, 1.0)  # (M, 12) each molecule's own shares
+    keys = ("mean", "mean_abs", "share", "signed_share", "molecule_share")
+
     def stats(w, x):  # w: (R, M) resample counts
         s, a = w @ x, w @ np.abs(x)  # (R, 12)
         tot = a.sum(1, keepdims=True)
         tot[tot == 0] = 1.0
         nw = w.sum(1, keepdims=True)
-        return {"mean": s / nw, "mean_abs": a / nw, "share": a / tot, "signed_share": s / tot}
+        return {"mean": s / nw, "mean_abs": a / nw, "share": a / tot, "signed_share": s / tot,
+                "molecule_share": (w @ mol_share) / nw}
 
-    boot = {"raw": {k: [] for k in ("mean", "mean_abs", "share", "signed_share")},
-            "normalized": {k: [] for k in ("mean", "mean_abs", "share", "signed_share")}}
+    boot = {"raw": {k: [] for k in keys}, "normalized": {k: [] for k in keys}}
     done = 0
     while done < resamples:
         r = min(250, resamples - done)
@@ -463,11 +469,12 @@ def group_statistics(g: np.ndarray, n_atoms: np.ndarray | None = None, resamples
         entry = {"kind": FEATURE_GROUPS[name].kind}
         for kind in ("raw", "normalized"):
             d = {}
-            for k in ("mean", "mean_abs", "share", "signed_share"):
+            for k in keys[:4] if kind == "normalized" else keys:
                 samples = np.concatenate(boot[kind][k])[:, j]
                 d[k] = float(point[kind][k][0, j])
                 d[f"{k}_ci"] = [float(np.percentile(samples, lo_q)), float(np.percentile(samples, hi_q))]
             entry[kind] = d
+        entry["raw"]["median"] = float(np.median(g[:, j]))
         if per_atom_mean is not None:
             entry["raw"]["mean_per_atom"] = float(per_atom_mean[j])
         out[name] = entry
@@ -551,7 +558,12 @@ def select_representative(rs: RelevanceSet, k: int) -> list[tuple[int, str]]:
     chosen: list[tuple[int, str]] = []
 
     def add(i, why):
-        if all(i != c for c, _ in chosen) and len(chosen) < k:
+        for j, (c, w) in enumerate(chosen):
+            if c == i:  # one molecule, several reasons: say them all
+                if why.startswith("extreme") and w.startswith("extreme"):
+                    chosen[j] = (c, f"{w}; {why.removeprefix('extreme: ')}")
+                return
+        if len(chosen) < k:
             chosen.append((int(i), why))
 
     extremes = []
@@ -717,6 +729,15 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     timings["explain_s"] = round(time.time() - t, 2)
     rs.meta.update({"model_note": lm.note, "selection": inputs.description})
     conservation = np.abs(rs.groups.sum(1) + rs.absorbed - rs.explained)
+    abs_total = np.add.reduceat(np.abs(rs.atom_relevance).sum(1, dtype=np.float64), rs.offsets[:-1]) + \
+        np.add.reduceat(np.abs(rs.pair_relevance).sum(1, dtype=np.float64), rs.pair_offsets[:-1])
+    amp = abs_total / lm.std
+    worst = np.argsort(-amp)[:10]
+    amplification = {"quantiles": {q: float(np.percentile(amp, float(q))) for q in ("50", "90", "99", "100")},
+                     "n_above_10": int((amp > 10).sum()),
+                     "largest": [{"id": str(rs.ids[i]), "sum_abs_relevance": float(abs_total[i]),
+                                  "in_training_std": float(amp[i]), "explained": float(rs.explained[i]),
+                                  "absorbed": float(rs.absorbed[i])} for i in worst]}
     t = time.time()
     save_relevance(out / "relevance.npz", rs)
     write_groups_csv(out / "groups.csv", rs)
@@ -767,7 +788,13 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
             "share": "sum over molecules of |group| / sum over molecules and groups of |group|",
             "signed_share": "sum over molecules of group / sum over molecules and groups of |group|",
             "mean_per_atom": "mean over molecules of group relevance / number of atoms (the proposal's per-atom average)",
+            "molecule_share": "mean over molecules of |group| / sum over groups of |group| in that molecule "
+                              "(robust to molecules with very large relevances)",
+            "amplification": "sum over a molecule's features of |relevance|, in units of the training std of the "
+                             "target; a few std is usual, hundreds mean large cancelling relevances (the rule "
+                             "amplifies, e.g. epsilon with a tiny epsilon where a neuron's input nearly cancels)",
         },
+        "amplification": amplification,
         **stats,
         "heatmaps": made,
         "faithfulness": faith,

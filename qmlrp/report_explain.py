@@ -50,8 +50,9 @@ def write_report(out: Path, s: dict) -> Path:
             f"<tr><td>{_e(name)}</td><td>{g['kind']}</td><td style='text-align:left'>{_e(_GROUP_WORDS.get(name, ''))}</td>"
             f"<td>{_num(r['mean'])}</td><td>{_ci(r['mean_ci'])}</td><td>{_num(r['mean_abs'])}</td>"
             f"<td>{100 * r['share']:.1f} %</td><td>{_ci([100 * c for c in r['share_ci']])} %</td>"
-            f"<td>{100 * r['signed_share']:+.1f} %</td><td>{100 * z['share']:.1f} %</td>"
-            f"<td>{_ci([100 * c for c in z['share_ci']])} %</td></tr>")
+            f"<td>{100 * r['signed_share']:+.1f} %</td>"
+            f"<td>{100 * r['molecule_share']:.1f} %</td><td>{_ci([100 * c for c in r['molecule_share_ci']])} %</td>"
+            f"<td>{100 * z['share']:.1f} %</td><td>{_ci([100 * c for c in z['share_ci']])} %</td></tr>")
     ci = int(round(100 * s["bootstrap"]["ci"]))
     gallery = []
     for h in s.get("heatmaps", []):
@@ -91,6 +92,16 @@ With every atom removed the model predicts {f['empty_output']:.4g} {_e(unit)} (t
     fail_html = "".join(
         f"<li>{_e(x['source'])}{'' if x.get('molecule') is None else ', molecule ' + _e(x['molecule'])}: {_e(x['error'])}</li>"
         for x in fails) or "<li>none</li>"
+    amp = s.get("amplification")
+    amp_html = ""
+    if amp:
+        q = amp["quantiles"]
+        worst = ", ".join(f"{_e(w['id'])} ({w['sum_abs_relevance']:.3g})" for w in amp["largest"][:5])
+        amp_html = (f"<p class='note'>Size of the explanations: a molecule's total |relevance| is {q['50']:.3g} training "
+                    f"standard deviations of {_e(s['target'])} in the median molecule, {q['99']:.3g} at the 99th percentile and "
+                    f"{q['100']:.3g} at most; {amp['n_above_10']} molecule(s) exceed 10. Large values are large relevances "
+                    f"of opposite sign that cancel (and a large absorbed part); they dominate the pooled shares, not the "
+                    f"per-molecule shares. Largest ({_e(unit)}): {worst}.</p>")
     timings = ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in s.get("timings", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>qmlrp explain: {_e(s['target'])}</title>
 <style>{_STYLE}</style></head><body>
@@ -107,14 +118,18 @@ in {_e(unit)}. Positive relevance raises the prediction, negative lowers it. A p
 
 <h2>Which kinds of features matter</h2>
 <p>Relevance summed per molecule over each of the 12 feature groups of the Molecular Graph (all atoms, or all ordered
-atom pairs), then averaged over the molecules. <i>Share</i>: the group's part of all absolute relevance.
+atom pairs), then averaged over the molecules. <i>Share</i>: the group's part of all absolute relevance, pooled over the
+molecules (molecules with large relevances weigh more); <i>per-molecule share</i>: each molecule's own share, averaged
+(every molecule weighs the same).
 Intervals: {ci} % bootstrap ({s['bootstrap']['resamples']} resamples of the molecules, seed {s['bootstrap']['seed']}).
 <i>Normalized share</i>: the same after the proposal's normalization (each group centred on its dataset mean, all scaled by
 the largest absolute value, {s['normalization']['scale']:.3g} {_e(unit)}): it measures how much a group's relevance
 <i>varies</i> between molecules rather than its typical size.</p>
 <p><img src="group_relevance.png" alt="group relevance with confidence intervals" width="1000"></p>
+{amp_html}
 <table><tr><th>group</th><th>kind</th><th style='text-align:left'>what it encodes</th><th>mean / {_e(unit)}</th><th>{ci} % CI</th>
-<th>mean |.|</th><th>share</th><th>{ci} % CI</th><th>signed share</th><th>normalized share</th><th>{ci} % CI</th></tr>
+<th>mean |.|</th><th>share</th><th>{ci} % CI</th><th>signed share</th><th>per-molecule share</th><th>{ci} % CI</th>
+<th>normalized share</th><th>{ci} % CI</th></tr>
 {''.join(rows)}</table>
 <p class='note'>Vector version of the chart: <a href="group_relevance.svg">group_relevance.svg</a>.</p>
 

@@ -68,6 +68,9 @@ def test_files_written(trained):
                 lo, hi = g[kind][f"{k}_ci"]
                 assert lo <= g[kind][k] + 1e-12 and g[kind][k] <= hi + 1e-12
     assert "largest absolute value" in s["normalization"]["definition"]
+    assert s["amplification"]["quantiles"]["100"] >= s["amplification"]["quantiles"]["50"] > 0
+    shares = np.array([g["raw"]["molecule_share"] for g in s["groups"].values()])
+    assert np.isclose(shares.sum(), 1.0)
     assert len(list((out / "heatmaps").glob("*.png"))) == 5 == len(s["heatmaps"])
 
 
@@ -251,6 +254,8 @@ def test_representative_selection_without_labels():
     chosen = ex.select_representative(rs, 5)
     idx = [i for i, _ in chosen]
     assert len(set(idx)) == 5
-    assert chosen[0] == (4, "extreme: largest prediction") and chosen[1] == (6, "extreme: smallest prediction")
+    # molecule 4 has both the largest prediction and the largest total |relevance|: one picture, both reasons
+    assert chosen[0] == (4, "extreme: largest prediction; largest total |relevance|")
+    assert chosen[1] == (6, "extreme: smallest prediction")
     assert all("error" not in why for _, why in chosen)
     assert ex.select_representative(rs, 0) == []
