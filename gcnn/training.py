@@ -113,9 +113,10 @@ def target_matrix(ds, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the entries where mask is True (padding ignored)."""
+    """Mean squared error over the entries where mask is True (padding and NaN targets ignored:
+    a NaN in y where mask is False must not reach the sum, since NaN * 0 is NaN)."""
     m = mask.to(pred.dtype)
-    return ((pred - y) ** 2 * m).sum() / m.sum().clamp(min=1)
+    return (torch.where(mask, pred - y, 0.0) ** 2).sum() / m.sum().clamp(min=1)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
