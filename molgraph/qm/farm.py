@@ -128,8 +128,11 @@ def qm9_molecules(ids: Iterable[int] | None = None, max_heavy_atoms: int | None 
     wanted = None if ids is None else {int(i) for i in ids}
     mols: list[Molecule] = []
     seen: set[int] = set()
-    for row in src.iter_qm9pack_rows():
+    last = max(wanted) if wanted else None
+    for row in src.iter_qm9pack_rows():  # rows come in id order
         qid = int(row["Index"])
+        if last is not None and qid > last:
+            break
         if wanted is not None and qid not in wanted:
             continue
         seen.add(qid)
@@ -375,14 +378,17 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
     write_manifest(out, run)  # a killed run stays on record, with finished = null
     n_ok = n_failed = n_submitted = 0
     stopped = False
-    if todo:
+    deadline = t_start + 60 * limit_minutes if limit_minutes is not None else None
+    if todo and deadline is not None and time.time() >= deadline:
+        stopped = True
+        log(f"time limit of {limit_minutes} min reached before the first molecule: nothing submitted")
+    if todo and not stopped:
         from tqdm.auto import tqdm
 
         client, cluster = _start_client(workers, spec.threads, scheduler)
         bar = tqdm(total=len(todo), unit="mol", desc=f"label {spec.xc}/{spec.basis}", disable=not progress, smoothing=0.1)
         inflight: dict = {}  # future -> (task, submit time)
         queue = iter(todo)
-        deadline = t_start + 60 * limit_minutes if limit_minutes is not None else None
         try:
             # exactly one task per worker thread in flight: a task starts when it is submitted,
             # so the time since submission is its running time (for timeouts)
