@@ -1,0 +1,615 @@
+r"""Static electric response of closed-shell molecules: dipole, polarizability, first
+hyperpolarizability (RHF and RKS with any LDA/GGA/hybrid functional PySCF knows).
+
+Conventions
+-----------
+All quantities are in atomic units, in the frame of the input coordinates (no reorientation),
+with the origin at (0, 0, 0) (this matters only for the dipole of a charged molecule). A uniform
+static field F adds V = -mu.F = +sum_k F_k r_k (per electron) to the one-electron Hamiltonian,
+so with the energy E(F):
+
+    mu_i = -dE/dF_i,   alpha_ij = -d2E/dF_i dF_j,   beta_ijk = -d3E/dF_i dF_j dF_k,
+
+i.e. mu_i(F) = mu_i + alpha_ij F_j + 1/2 beta_ijk F_j F_k: the Taylor ("B") convention in which
+DALTON prints quadratic response (beta = <<mu; mu, mu>>). The perturbation-series ("T")
+convention is half of it. Derived quantities:
+
+    beta_vec_i = 1/3 sum_j (beta_ijj + beta_jij + beta_jji),
+    beta_par   = 3/5 beta_vec . mu / |mu|     (undefined when |mu| is ~0: returned as NaN with
+                                               `beta_parallel_defined = False`).
+
+Analytic response (method="analytic")
+-------------------------------------
+Closed-shell SCF, real orbitals, MO basis {C} (orthonormal), occupations D0 = diag(n),
+n_i = 2 (occupied) / 0 (virtual), canonical Fock matrix F0 = diag(eps). A unitary orbital
+rotation with antisymmetric kappa (only virtual-occupied blocks) gives the density
+
+    D(kappa) = e^kappa D0 e^-kappa = D0 + [k,D0] + 1/2 [k,[k,D0]] + 1/6 [k,[k,[k,D0]]] + ...
+
+and the field-dependent energy functional
+
+    W(kappa, F) = Tr(h D) + 1/2 Tr(D G[D]) + E_xc[rho_D] + sum_k F_k Tr(r_k D),
+
+with G[D] = J[D] - c_x/2 K[D] (c_x = fraction of exact exchange, range-separated parts
+included by PySCF). W is stationary in kappa at every F. Wigner's 2n+1 rule: inserting the
+first-order rotation kappa(F) = sum_x F_x k_x (the error is O(F^2), the energy error O(F^4))
+gives the exact third derivative. Write D = D0 + D1 + D2 + D3 by order in F (D1 = sum_x F_x
+D^x, D^x = [k_x, D0]), expand E_xc to third order in the density change,
+
+    E_xc[rho0 + d] = E_xc[rho0] + int v_xc d + 1/2 int f_xc d d + 1/6 int g_xc d d d + ...,
+
+and collect the third-order terms; everything that is linear in D collapses into the
+unperturbed Fock matrix F0 (G is linear, so it has no third-order term of its own):
+
+    W3 = Tr(F0 D3) + Tr(F1 D2) + 1/6 int g_xc rho1 rho1 rho1,
+    F1 = sum_x F_x F^x,  F^x = r_x + G[D^x] + int f_xc rho^x    (first-order Fock matrix).
+
+With D2 = 1/2 sum F_y F_z [k_y,[k_z,D0]] and D3 = 1/6 sum F_x F_y F_z [k_x,[k_y,[k_z,D0]]],
+differentiating three times (sum over the 6 permutations s of (x, y, z)):
+
+    d3E/dF_x dF_y dF_z = sum_s { 1/6 Tr(F0 [k_s1,[k_s2,[k_s3,D0]]])
+                               + 1/2 Tr(F^s1 [k_s2,[k_s3,D0]]) }
+                         + sum_grid w g_abc(rho0) rho^x_a rho^y_b rho^z_c,
+
+where, for the XC kernel derivative, a, b, c run over PySCF's "effective" variables of the
+functional: (rho) for LDA, (rho, d rho/dx, d rho/dy, d rho/dz) for GGA (plus tau for
+meta-GGA), g_abc = d3 e_xc / da db dc from `numint.eval_xc_eff(xc, rho0, deriv=3)`, and
+rho^x_a the same variables of the first-order density D^x. beta_xyz = minus that number.
+For HF the last term is absent; for Kohn-Sham it is the term that the RHF formula (and the
+`pyscf-properties` hyperpolarizability code) misses.
+
+The first-order rotations solve the static coupled-perturbed HF/KS equations (PySCF's
+response function `mf.gen_response`, solved by preconditioned conjugate gradients),
+
+    (eps_a - eps_i) U^x_ai + [G[D^x] + f_xc rho^x]_ai = -(r_x)_ai,   k_x[a,i] = U^x_ai,
+    k_x[i,a] = -U^x_ai,  D^x = [k_x, D0]  (AO: 2 (C_v U C_o^T + C_o U^T C_v^T)),
+
+and alpha_xy = -Tr(r_x D^y). Cost: one SCF, three CPHF solutions (~10-20 Fock builds of 3
+densities) and one pass over the grid with third derivatives of the functional.
+
+Finite field (method="finite_field")
+------------------------------------
+An independent check: SCF (tight convergence) under fields 0, +-h e_j, and +-h e_j +-h e_k
+added to the core Hamiltonian; alpha and beta are central differences of the dipole:
+
+    alpha_ij  = [mu_i(+h e_j) - mu_i(-h e_j)] / 2h,
+    beta_ijj  = [mu_i(+h e_j) - 2 mu_i(0) + mu_i(-h e_j)] / h^2,
+    beta_ijk  = [mu_i(h,h) - mu_i(h,-h) - mu_i(-h,h) + mu_i(-h,-h)] / 4h^2   (j != k).
+
+19 SCF calculations; the truncation error is O(h^2 gamma).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..molecule import Molecule
+from .basis import gaussian_default_convention, mixed_projector, restrict_scf_to_span
+
+ENGINE_VERSION = "molgraph.qm.response 1.0"
+BOHR_PER_ANGSTROM = 1.0 / 0.52917721092
+# |mu| below which beta_parallel is undefined (au; 1e-3 au = 0.0025 D, well below any real
+# QM9 dipole and well above the numerical noise of a symmetric molecule's dipole).
+DIPOLE_THRESHOLD_AU = 1e-3
+
+# Names resolved to an explicit libxc code so that a PySCF configuration switch
+# (B3LYP_WITH_VWN5) cannot change them: Gaussian's B3LYP uses VWN(RPA) = libxc
+# HYB_GGA_XC_B3LYP (id 402); DALTON's B3LYP uses VWN5 = libxc HYB_GGA_XC_B3LYP5 (id 475).
+XC_ALIASES = {
+    "b3lyp": "HYB_GGA_XC_B3LYP",
+    "b3lyp-g": "HYB_GGA_XC_B3LYP",
+    "b3lypg": "HYB_GGA_XC_B3LYP",
+    "b3lyp5": "HYB_GGA_XC_B3LYP5",
+}
+METHODS = ("analytic", "finite_field")
+
+
+class QMError(RuntimeError):
+    """A quantum-chemistry calculation failed; names the molecule and the problem."""
+
+    def __init__(self, molecule: str, problem: str):
+        self.molecule = molecule
+        self.problem = problem
+        super().__init__(f"{molecule}: {problem}")
+
+    def __reduce__(self):  # survive pickling across process boundaries (Dask workers)
+        return (type(self), (self.molecule, self.problem))
+
+
+class QMInputError(QMError, ValueError):
+    """The molecule or the options cannot be computed (open shell, odd electron count, ...)."""
+
+
+class SCFNotConverged(QMError):
+    """The SCF (or the coupled-perturbed equations) did not converge."""
+
+
+@dataclass(frozen=True)
+class ResponseResult:
+    """Static response properties of one molecule (atomic units, input frame).
+
+    Fields:
+        name: the molecule's name (e.g. 'qm9:23').
+        energy: total SCF energy at zero field (Eh).
+        dipole: (3,) dipole moment, origin at (0,0,0) (e a0).
+        polarizability: (3, 3) static alpha (e^2 a0^2 / Eh).
+        alpha_iso: trace(alpha) / 3.
+        beta: (3, 3, 3) static first hyperpolarizability, Taylor/"B" convention (e^3 a0^3 / Eh^2).
+        beta_vector: (3,) beta_vec_i = 1/3 sum_j (beta_ijj + beta_jij + beta_jji).
+        beta_vector_norm: |beta_vector|.
+        beta_parallel: 3/5 beta_vector . mu_hat; NaN when `beta_parallel_defined` is False.
+        beta_parallel_defined: False for |mu| < dipole_threshold (no permanent dipole).
+        xc, xc_resolved: requested functional and what PySCF was given ('hf' for RHF).
+        basis, basis_convention: basis name and '6d7f' (Gaussian/QM9) or 'spherical'/'cartesian'.
+        method: 'analytic' or 'finite_field' (field_step set for the latter).
+        charge, n_atoms, n_electrons, n_basis: system size (n_basis counts the functions of
+            the basis convention, e.g. 6D/7F).
+        density_fit, grids_level, conv_tol: numerical settings.
+        scf_converged, scf_cycles: SCF status (a result only exists if it converged).
+        pyscf_version, engine_version: code versions.
+        wall_time_s, timings: total wall time and a breakdown (scf, cphf, beta, ...).
+    """
+
+    name: str
+    energy: float
+    dipole: np.ndarray
+    polarizability: np.ndarray
+    alpha_iso: float
+    beta: np.ndarray
+    beta_vector: np.ndarray
+    beta_vector_norm: float
+    beta_parallel: float
+    beta_parallel_defined: bool
+    dipole_norm: float
+    xc: str
+    xc_resolved: str
+    basis: str
+    basis_convention: str
+    method: str
+    charge: int
+    n_atoms: int
+    n_electrons: int
+    n_basis: int
+    density_fit: bool
+    grids_level: int | None
+    conv_tol: float
+    field_step: float | None
+    scf_converged: bool
+    scf_cycles: int | None
+    pyscf_version: str
+    engine_version: str
+    wall_time_s: float
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (arrays become nested lists, NaN becomes None)."""
+        out = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, np.ndarray):
+                v = v.tolist()
+            elif isinstance(v, float) and not np.isfinite(v):
+                v = None
+            out[k] = v
+        return out
+
+
+# --------------------------------------------------------------------------- derived quantities
+def beta_vector(beta: np.ndarray) -> np.ndarray:
+    """(3,) beta_vec_i = 1/3 sum_j (beta_ijj + beta_jij + beta_jji)."""
+    b = np.asarray(beta)
+    return (np.einsum("ijj->i", b) + np.einsum("jij->i", b) + np.einsum("jji->i", b)) / 3.0
+
+
+def beta_parallel(beta: np.ndarray, dipole: np.ndarray, threshold: float = DIPOLE_THRESHOLD_AU) -> float:
+    """3/5 beta_vec . mu/|mu|; NaN when |mu| < threshold (undefined without a dipole)."""
+    mu = np.asarray(dipole, dtype=float)
+    norm = float(np.linalg.norm(mu))
+    if norm < threshold:
+        return float("nan")
+    return float(0.6 * beta_vector(beta) @ mu / norm)
+
+
+# --------------------------------------------------------------------------- setup
+def _molecule_label(molecule) -> str:
+    name = getattr(molecule, "name", None) or "<unnamed>"
+    src = getattr(molecule, "source", None)
+    return name if not src or src in name else f"{name} ({src})"
+
+
+def resolve_xc(xc: str) -> str:
+    """'hf' -> 'hf'; Gaussian-style aliases (b3lyp) -> explicit libxc names; else unchanged."""
+    key = xc.strip().lower()
+    if key in ("hf", "rhf"):
+        return "hf"
+    return XC_ALIASES.get(key, xc.strip())
+
+
+def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
+               basis_convention: str | None = None, max_memory: int = 4000, verbose: int = 0):
+    """PySCF Mole for `molecule` (coordinates taken in Angstrom, no reorientation) and the
+    projector onto the 6D/7F space (None unless basis_convention == '6d7f').
+
+    basis_convention: '6d7f' (Gaussian's Cartesian d / pure f), 'spherical', 'cartesian', or
+    None = Gaussian's default for that basis name (6D/7F for Pople basis sets).
+    """
+    from pyscf import gto
+
+    label = _molecule_label(molecule)
+    conv = basis_convention or gaussian_default_convention(basis)
+    if conv not in ("6d7f", "spherical", "cartesian"):
+        raise QMInputError(label, f"unknown basis_convention {conv!r}; choose '6d7f', 'spherical' or 'cartesian'")
+    elements = tuple(getattr(molecule, "elements", ()))
+    pos = np.asarray(getattr(molecule, "positions", np.zeros((0, 3))), dtype=float)
+    if len(elements) == 0:
+        raise QMInputError(label, "molecule has no atoms")
+    if pos.shape != (len(elements), 3) or not np.all(np.isfinite(pos)):
+        raise QMInputError(label, f"positions must be a finite ({len(elements)}, 3) array, got shape {pos.shape}")
+    if len(elements) > 1:
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(elements)) * 1e9
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        if d[i, j] < 0.3:
+            raise QMInputError(label, f"atoms {i} ({elements[i]}) and {j} ({elements[j]}) are {d[i, j]:.3f} A apart")
+    mult = int(getattr(molecule, "multiplicity", 1) or 1)
+    if mult != 1:
+        raise QMInputError(label, f"multiplicity {mult}: only closed-shell (singlet) molecules are supported")
+    q = int(getattr(molecule, "charge", 0) if charge is None else charge)
+    try:
+        mol = gto.Mole()
+        mol.atom = [(el, tuple(p)) for el, p in zip(elements, pos)]
+        mol.unit = "Angstrom"
+        mol.basis = basis
+        mol.charge = q
+        mol.spin = 0
+        mol.cart = conv in ("6d7f", "cartesian")
+        mol.symmetry = False
+        mol.verbose = verbose
+        mol.max_memory = max_memory
+        mol.output = os.devnull if verbose == 0 else None
+        mol.build(parse_arg=False, dump_input=False)
+    except Exception as exc:  # unknown basis for an element, odd electron count...
+        raise QMInputError(label, f"cannot build the molecule in basis {basis!r}: {exc}") from exc
+    if mol.nelectron % 2:
+        raise QMInputError(label, f"{mol.nelectron} electrons (charge {q}): closed shell needs an even number")
+    x = mixed_projector(mol) if conv == "6d7f" else None
+    return mol, x, conv
+
+
+def _make_scf(mol, x, xc, *, density_fit, grids_level, conv_tol, conv_tol_grad, max_cycle=100):
+    from pyscf import dft, scf
+
+    if xc == "hf":
+        mf = scf.RHF(mol)
+    else:
+        mf = dft.RKS(mol)
+        mf.xc = xc
+        if grids_level is not None:
+            mf.grids.level = grids_level
+        if getattr(mf, "nlc", "") or mf._numint.libxc.is_nlc(xc):
+            raise ValueError(f"functional {xc!r} has a non-local (VV10) part, whose third derivative is not implemented")
+    if density_fit:
+        mf = mf.density_fit()
+    mf.conv_tol = conv_tol
+    # orbital-gradient tolerance: the dipole error is of the order of the gradient, and finite
+    # differences divide it by h^2
+    mf.conv_tol_grad = conv_tol_grad
+    mf.max_cycle = max_cycle
+    mf.verbose = mol.verbose
+    if x is not None:
+        restrict_scf_to_span(mf, x)
+    return mf
+
+
+def _run_scf(mf, label, dm0=None, h1=None):
+    """Run the SCF (optionally with a modified core Hamiltonian h1); one retry with a level
+    shift and damping; raises SCFNotConverged."""
+    if h1 is not None:
+        mf.get_hcore = lambda *a, **k: h1
+    mf.kernel(dm0=dm0)
+    if not mf.converged:
+        dm = mf.make_rdm1()
+        mf.level_shift = 0.3
+        mf.damp = 0.3
+        mf.diis_start_cycle = 4
+        mf.max_cycle = 200
+        mf.kernel(dm0=dm)
+        mf.level_shift = 0
+        mf.damp = 0
+    if not mf.converged:
+        raise SCFNotConverged(label, f"SCF did not converge (conv_tol={mf.conv_tol:g}, xc={getattr(mf, 'xc', 'hf')})")
+    return mf
+
+
+def _nuclear_dipole(mol) -> np.ndarray:
+    return np.einsum("i,ix->x", mol.atom_charges(), mol.atom_coords())
+
+
+def _dipole(mol, dm, r_ao) -> np.ndarray:
+    return _nuclear_dipole(mol) - np.einsum("xij,ji->x", r_ao, dm)
+
+
+# --------------------------------------------------------------------------- analytic response
+def _solve_cphf(fvind, e_ai, h1, tol, max_cycle=200):
+    """Preconditioned conjugate gradients for (e_ai + A) U = -h1, all right-hand sides at once
+    (one response build of the batch per iteration). A (the orbital Hessian minus its diagonal
+    part) is symmetric and e_ai + A is positive definite for a stable closed-shell SCF.
+    Returns U and the max-norm of the final residual."""
+    u = -h1 / e_ai
+    r = -h1 - (e_ai * u + fvind(u))
+    z = r / e_ai
+    p = z.copy()
+    rz = np.einsum("kai,kai->k", r, z)
+    for _ in range(max_cycle):
+        res = float(np.abs(r).max())
+        if res < tol:
+            return u, res
+        ap = e_ai * p + fvind(p)
+        step = rz / np.einsum("kai,kai->k", p, ap)
+        u = u + step[:, None, None] * p
+        r = r - step[:, None, None] * ap
+        z = r / e_ai
+        rz_new = np.einsum("kai,kai->k", r, z)
+        p = z + (rz_new / np.where(rz == 0, 1, rz))[:, None, None] * p
+        rz = rz_new
+    return u, float(np.abs(r).max())
+
+
+def _cphf(mf, r_ao, tol):
+    """First-order rotations U (3, nvir, nocc), AO first-order densities (3, nao, nao), the
+    full first-order Fock matrices in the MO basis (3, nmo, nmo) and the final residual."""
+    c, occ, eps = mf.mo_coeff, mf.mo_occ, mf.mo_energy
+    co, cv = c[:, occ > 0], c[:, occ == 0]
+    vresp = mf.gen_response(c, occ, hermi=1)
+
+    def dm_of(u):  # (k, nvir, nocc) -> symmetric AO densities (k, nao, nao)
+        d = 2.0 * np.einsum("pa,kai,qi->kpq", cv, u, co)
+        return d + d.transpose(0, 2, 1)
+
+    def fvind(u):
+        return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
+
+    h1 = np.einsum("pa,kpq,qi->kai", cv, r_ao, co)
+    e_ai = eps[occ == 0][:, None] - eps[occ > 0][None, :]
+    if e_ai.min() <= 0:
+        raise ValueError(f"no HOMO-LUMO gap (min e_a - e_i = {e_ai.min():.3g} Eh)")
+    u, resid = _solve_cphf(fvind, e_ai, h1, tol)
+    dms = dm_of(u)
+    f1 = np.einsum("pm,kpq,qn->kmn", c, r_ao + vresp(dms), c)
+    return u, dms, f1, resid
+
+
+def _xc_third_order(mf, dm0, dms, max_memory):
+    """g[x,y,z] = sum_grid w g_abc(rho0) rho^x_a rho^y_b rho^z_c (3, 3, 3); zeros for HF."""
+    out = np.zeros((3, 3, 3))
+    if not hasattr(mf, "_numint"):
+        return out
+    ni, mol, grids = mf._numint, mf.mol, mf.grids
+    if grids.coords is None:
+        grids.build(with_non0tab=True)
+    xctype = ni._xc_type(mf.xc)
+    if xctype == "HF":
+        return out
+    if xctype not in ("LDA", "GGA", "MGGA"):
+        raise ValueError(f"third-order kernel not available for functional type {xctype!r}")
+    ao_deriv = 0 if xctype == "LDA" else 1
+    nao = mol.nao_nr()
+    for ao, mask, weight, _ in ni.block_loop(mol, grids, nao, ao_deriv, max_memory):
+        rho0 = ni.eval_rho(mol, ao, dm0, mask, xctype, hermi=1, with_lapl=False)
+        kxc = ni.eval_xc_eff(mf.xc, rho0, deriv=3, xctype=xctype)[3]
+        rho1 = np.array([ni.eval_rho(mol, ao, d, mask, xctype, hermi=1, with_lapl=False) for d in dms])
+        if xctype == "LDA":
+            kxc = kxc.reshape(1, 1, 1, -1)
+            rho1 = rho1.reshape(3, 1, -1)
+        t = np.einsum("abcg,xag->xbcg", kxc, rho1 * weight)
+        t = np.einsum("xbcg,ybg->xycg", t, rho1)
+        out += np.einsum("xycg,zcg->xyz", t, rho1)
+    return out
+
+
+def _beta_from_first_order(mf, u, f1, g3):
+    """d3E/dF^3 from the 2n+1 expression in the module docstring -> beta (= minus it)."""
+    occ, eps = mf.mo_occ, mf.mo_energy
+    oi, vi = np.where(occ > 0)[0], np.where(occ == 0)[0]
+    nmo = len(occ)
+    d0 = np.diag(occ)
+    f0 = np.diag(eps)
+    kap = np.zeros((3, nmo, nmo))
+    for x in range(3):
+        kap[x][np.ix_(vi, oi)] = u[x]
+        kap[x][np.ix_(oi, vi)] = -u[x].T
+
+    def comm(a, b):
+        return a @ b - b @ a
+
+    d1 = [comm(kap[x], d0) for x in range(3)]
+    d2 = [[comm(kap[y], d1[z]) for z in range(3)] for y in range(3)]
+    t = np.zeros((3, 3, 3))
+    for a, b, c in itertools.product(range(3), repeat=3):
+        d3 = comm(kap[a], d2[b][c])
+        t[a, b, c] = np.sum(f0 * d3) / 6.0 + 0.5 * np.sum(f1[a] * d2[b][c])
+    e3 = sum(t.transpose(p) for p in itertools.permutations(range(3))) + g3
+    return -e3
+
+
+def _analytic(mf, r_ao, label, cphf_tol, max_memory, timings):
+    t0 = time.perf_counter()
+    u, dms, f1, resid = _cphf(mf, r_ao, cphf_tol)
+    timings["cphf_s"] = time.perf_counter() - t0
+    if not np.isfinite(resid) or resid > cphf_tol:
+        raise SCFNotConverged(label, f"coupled-perturbed equations did not converge (max residual {resid:.2e})")
+    alpha = -np.einsum("xij,yji->xy", r_ao, dms)
+    t0 = time.perf_counter()
+    g3 = _xc_third_order(mf, mf.make_rdm1(), dms, max_memory)
+    beta = _beta_from_first_order(mf, u, f1, g3)
+    timings["beta_s"] = time.perf_counter() - t0
+    return 0.5 * (alpha + alpha.T), beta
+
+
+def _finite_field(mf, r_ao, label, h, timings):
+    t0 = time.perf_counter()
+    h0 = mf.get_hcore()
+    dm_ref = mf.make_rdm1()
+    mol = mf.mol
+    cache = {}
+
+    def mu(f):
+        key = tuple(np.round(f / h).astype(int))
+        if key not in cache:
+            if not any(key):
+                cache[key] = _dipole(mol, dm_ref, r_ao)
+            else:
+                m = mf.copy()
+                _run_scf(m, f"{label} (field {np.array2string(f, precision=4)})", dm0=dm_ref,
+                         h1=h0 + np.einsum("x,xij->ij", f, r_ao))
+                cache[key] = _dipole(mol, m.make_rdm1(), r_ao)
+        return cache[key]
+
+    e = np.eye(3) * h
+    alpha = np.zeros((3, 3))
+    beta = np.zeros((3, 3, 3))
+    mu0 = mu(np.zeros(3))
+    for j in range(3):
+        mp, mm = mu(e[j]), mu(-e[j])
+        alpha[:, j] = (mp - mm) / (2 * h)
+        beta[:, j, j] = (mp - 2 * mu0 + mm) / h ** 2
+    for j, k in itertools.combinations(range(3), 2):
+        v = (mu(e[j] + e[k]) - mu(e[j] - e[k]) - mu(-e[j] + e[k]) + mu(-e[j] - e[k])) / (4 * h ** 2)
+        beta[:, j, k] = beta[:, k, j] = v
+    timings["finite_field_s"] = time.perf_counter() - t0
+    timings["finite_field_scf_runs"] = len(cache) - 1
+    return 0.5 * (alpha + alpha.T), beta
+
+
+# --------------------------------------------------------------------------- public entry point
+def response_properties(
+    molecule: Molecule,
+    xc: str = "b3lyp",
+    basis: str = "6-31g(2df,p)",
+    method: str = "analytic",
+    *,
+    charge: int | None = None,
+    basis_convention: str | None = None,
+    conv_tol: float | None = None,
+    cphf_tol: float = 1e-8,
+    grids_level: int = 3,
+    density_fit: bool = True,
+    max_memory: int = 4000,
+    threads: int | None = None,
+    field_step: float = 0.002,
+    dipole_threshold: float = DIPOLE_THRESHOLD_AU,
+    verbose: int = 0,
+) -> ResponseResult:
+    """Dipole, static polarizability and first hyperpolarizability of a closed-shell molecule.
+
+    Args:
+        molecule: a `molgraph.Molecule` (elements, positions in Angstrom, name, charge).
+        xc: 'hf' for RHF, otherwise any PySCF functional string ('lda,vwn', 'pbe', 'b3lyp',
+            'cam-b3lyp'...). 'b3lyp' is Gaussian's (and QM9's) B3LYP with VWN(RPA) correlation,
+            pinned to libxc HYB_GGA_XC_B3LYP; 'b3lyp5' is the VWN5 variant DALTON calls B3LYP.
+        basis: any basis PySCF knows.
+        method: 'analytic' (coupled-perturbed, default) or 'finite_field' (independent check).
+        charge: net charge; None takes `molecule.charge` (0 for QM9).
+        basis_convention: '6d7f' (Cartesian d, pure f as Gaussian 09 ran QM9), 'spherical'
+            (5D/7F), 'cartesian' (6D/10F), or None = Gaussian's default for the basis name
+            (6D/7F for Pople basis sets such as 6-31G(2df,p) and 6-31G*).
+        conv_tol: SCF energy tolerance; default 1e-10 (analytic) / 1e-12 (finite field). The
+            orbital-gradient tolerance is sqrt(conv_tol) (analytic) / 1e-9 (finite field).
+        cphf_tol: max-norm residual of the coupled-perturbed equations (au).
+        grids_level: PySCF DFT grid level (3 ~ Gaussian's FineGrid).
+        density_fit: density-fitted Coulomb/exchange (PySCF's default JK-fit auxiliary basis)
+            for the SCF and the response; False for exact four-centre integrals.
+        max_memory: MB that PySCF may use.
+        threads: PySCF/OpenMP threads for this call (restored afterwards); None leaves them.
+        field_step: h (au) for method='finite_field'.
+        dipole_threshold: |mu| (au) below which beta_parallel is reported undefined (NaN).
+
+    Returns:
+        ResponseResult (see its docstring); `.to_dict()` gives a JSON-ready dict.
+
+    Raises:
+        QMInputError: open shell, odd electron count, overlapping atoms, unknown basis/option.
+        SCFNotConverged: SCF or CPHF not converged (after one retry with level shift + damping).
+        QMError: any other failure of the calculation; all name the molecule.
+    """
+    import pyscf
+    from pyscf import lib
+
+    t_start = time.perf_counter()
+    label = _molecule_label(molecule)
+    if method not in METHODS:
+        raise QMInputError(label, f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    xc_resolved = resolve_xc(xc)
+    if conv_tol is None:
+        conv_tol = 1e-10 if method == "analytic" else 1e-12
+    # finite differences divide the dipole error (~ the orbital gradient) by h^2
+    conv_tol_grad = float(np.sqrt(conv_tol)) if method == "analytic" else 1e-9
+    old_threads = lib.num_threads()
+    if threads is not None:
+        lib.num_threads(int(threads))
+    timings: dict[str, float] = {}
+    try:
+        mol, x, conv = build_mole(molecule, basis, charge=charge, basis_convention=basis_convention,
+                                  max_memory=max_memory, verbose=verbose)
+        try:
+            mf = _make_scf(mol, x, xc_resolved, density_fit=density_fit, grids_level=grids_level,
+                           conv_tol=conv_tol, conv_tol_grad=conv_tol_grad)
+        except (KeyError, ValueError) as exc:
+            raise QMInputError(label, f"functional {xc!r}: {exc}") from exc
+        t0 = time.perf_counter()
+        _run_scf(mf, label)
+        timings["scf_s"] = time.perf_counter() - t0
+        with mol.with_common_orig((0.0, 0.0, 0.0)):
+            r_ao = mol.intor_symmetric("int1e_r", comp=3)
+        dipole = _dipole(mol, mf.make_rdm1(), r_ao)
+        if method == "analytic":
+            alpha, beta = _analytic(mf, r_ao, label, cphf_tol, max_memory, timings)
+        else:
+            alpha, beta = _finite_field(mf, r_ao, label, field_step, timings)
+    except QMError:
+        raise
+    except MemoryError as exc:
+        raise QMError(label, f"out of memory (max_memory={max_memory} MB): {exc}") from exc
+    except Exception as exc:
+        raise QMError(label, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if threads is not None:
+            lib.num_threads(old_threads)
+
+    bvec = beta_vector(beta)
+    bpar = beta_parallel(beta, dipole, dipole_threshold)
+    return ResponseResult(
+        name=getattr(molecule, "name", "") or "",
+        energy=float(mf.e_tot),
+        dipole=dipole,
+        polarizability=alpha,
+        alpha_iso=float(np.trace(alpha) / 3.0),
+        beta=beta,
+        beta_vector=bvec,
+        beta_vector_norm=float(np.linalg.norm(bvec)),
+        beta_parallel=bpar,
+        beta_parallel_defined=bool(np.isfinite(bpar)),
+        dipole_norm=float(np.linalg.norm(dipole)),
+        xc=xc,
+        xc_resolved=xc_resolved,
+        basis=basis,
+        basis_convention=conv,
+        method=method,
+        charge=int(mol.charge),
+        n_atoms=int(mol.natm),
+        n_electrons=int(mol.nelectron),
+        n_basis=int(mf.mo_coeff.shape[1]),
+        density_fit=bool(density_fit),
+        grids_level=grids_level if xc_resolved != "hf" else None,
+        conv_tol=float(conv_tol),
+        field_step=field_step if method == "finite_field" else None,
+        scf_converged=bool(mf.converged),
+        scf_cycles=getattr(mf, "cycles", None),
+        pyscf_version=pyscf.__version__,
+        engine_version=ENGINE_VERSION,
+        wall_time_s=time.perf_counter() - t_start,
+        timings=timings,
+    )
