@@ -734,7 +734,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     amp = abs_total / lm.std
     worst = np.argsort(-amp)[:10]
     amplification = {"quantiles": {q: float(np.percentile(amp, float(q))) for q in ("50", "90", "99", "100")},
-                     "n_above_10": int((amp > 10).sum()),
+                     "n_above_100": int((amp > 100).sum()),
                      "largest": [{"id": str(rs.ids[i]), "sum_abs_relevance": float(abs_total[i]),
                                   "in_training_std": float(amp[i]), "explained": float(rs.explained[i]),
                                   "absorbed": float(rs.absorbed[i])} for i in worst]}

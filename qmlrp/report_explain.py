@@ -99,7 +99,7 @@ With every atom removed the model predicts {f['empty_output']:.4g} {_e(unit)} (t
         worst = ", ".join(f"{_e(w['id'])} ({w['sum_abs_relevance']:.3g})" for w in amp["largest"][:5])
         amp_html = (f"<p class='note'>Size of the explanations: a molecule's total |relevance| is {q['50']:.3g} training "
                     f"standard deviations of {_e(s['target'])} in the median molecule, {q['99']:.3g} at the 99th percentile and "
-                    f"{q['100']:.3g} at most; {amp['n_above_10']} molecule(s) exceed 10. Large values are large relevances "
+                    f"{q['100']:.3g} at most; {amp['n_above_100']} molecule(s) exceed 100. Large values are large relevances "
                     f"of opposite sign that cancel (and a large absorbed part); they dominate the pooled shares, not the "
                     f"per-molecule shares. Largest ({_e(unit)}): {worst}.</p>")
     timings = ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in s.get("timings", {}).items())
