@@ -258,6 +258,11 @@ def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
     if mult != 1:
         raise QMInputError(label, f"multiplicity {mult}: only closed-shell (singlet) molecules are supported")
     q = int(getattr(molecule, "charge", 0) if charge is None else charge)
+    from ..molecule import ATOMIC_NUMBER
+
+    n_el = sum(ATOMIC_NUMBER.get(el, 0) for el in elements) - q
+    if n_el % 2:
+        raise QMInputError(label, f"{n_el} electrons (charge {q}): a closed shell needs an even number")
     try:
         mol = gto.Mole()
         mol.atom = [(el, tuple(p)) for el, p in zip(elements, pos)]
@@ -273,8 +278,6 @@ def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
         mol.build(parse_arg=False, dump_input=False)
     except Exception as exc:  # unknown basis for an element, odd electron count...
         raise QMInputError(label, f"cannot build the molecule in basis {basis!r}: {exc}") from exc
-    if mol.nelectron % 2:
-        raise QMInputError(label, f"{mol.nelectron} electrons (charge {q}): closed shell needs an even number")
     x = mixed_projector(mol) if conv == "6d7f" else None
     return mol, x, conv
 
@@ -315,7 +318,7 @@ def _run_scf(mf, label, dm0=None, h1=None):
         mf.level_shift = 0.3
         mf.damp = 0.3
         mf.diis_start_cycle = 4
-        mf.max_cycle = 200
+        mf.max_cycle = 2 * mf.max_cycle
         mf.kernel(dm0=dm)
         mf.level_shift = 0
         mf.damp = 0
@@ -500,6 +503,7 @@ def response_properties(
     max_memory: int = 4000,
     threads: int | None = None,
     field_step: float = 0.002,
+    max_cycle: int = 100,
     dipole_threshold: float = DIPOLE_THRESHOLD_AU,
     verbose: int = 0,
 ) -> ResponseResult:
@@ -517,7 +521,7 @@ def response_properties(
             (5D/7F), 'cartesian' (6D/10F), or None = Gaussian's default for the basis name
             (6D/7F for Pople basis sets such as 6-31G(2df,p) and 6-31G*).
         conv_tol: SCF energy tolerance; default 1e-10 (analytic) / 1e-12 (finite field). The
-            orbital-gradient tolerance is sqrt(conv_tol) (analytic) / 1e-9 (finite field).
+            orbital-gradient tolerance is min(sqrt(conv_tol), 1e-6) (analytic) / 1e-9 (finite field).
         cphf_tol: max-norm residual of the coupled-perturbed equations (au).
         grids_level: PySCF DFT grid level (3 ~ Gaussian's FineGrid).
         density_fit: density-fitted Coulomb/exchange (PySCF's default JK-fit auxiliary basis)
@@ -525,6 +529,8 @@ def response_properties(
         max_memory: MB that PySCF may use.
         threads: PySCF/OpenMP threads for this call (restored afterwards); None leaves them.
         field_step: h (au) for method='finite_field'.
+        max_cycle: SCF iterations before the one retry (level shift 0.3, damping 0.3, twice
+            as many iterations from the last density).
         dipole_threshold: |mu| (au) below which beta_parallel is reported undefined (NaN).
 
     Returns:
@@ -546,7 +552,7 @@ def response_properties(
     if conv_tol is None:
         conv_tol = 1e-10 if method == "analytic" else 1e-12
     # finite differences divide the dipole error (~ the orbital gradient) by h^2
-    conv_tol_grad = float(np.sqrt(conv_tol)) if method == "analytic" else 1e-9
+    conv_tol_grad = min(float(np.sqrt(conv_tol)), 1e-6) if method == "analytic" else 1e-9
     old_threads = lib.num_threads()
     if threads is not None:
         lib.num_threads(int(threads))
@@ -556,7 +562,7 @@ def response_properties(
                                   max_memory=max_memory, verbose=verbose)
         try:
             mf = _make_scf(mol, x, xc_resolved, density_fit=density_fit, grids_level=grids_level,
-                           conv_tol=conv_tol, conv_tol_grad=conv_tol_grad)
+                           conv_tol=conv_tol, conv_tol_grad=conv_tol_grad, max_cycle=max_cycle)
         except (KeyError, ValueError) as exc:
             raise QMInputError(label, f"functional {xc!r}: {exc}") from exc
         t0 = time.perf_counter()
