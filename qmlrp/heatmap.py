@@ -1,5 +1,6 @@
 """Relevance heatmaps: the 2D depiction of a molecule with every atom (hydrogens included)
-coloured by its relevance and every bond by the relevance of the bonded atom pair.
+coloured by its relevance and every bond by the relevance of the bonded atom pair; atoms whose
+|relevance| is at least 30 % of the picture's scale have their value written next to them.
 
 Colours: a diverging red (positive: pushes the prediction up) / white (0) / blue (negative)
 map, symmetric around 0; one scale per picture, shared by atoms and bonds, set by the largest
@@ -24,6 +25,7 @@ import numpy as np
 from molgraph.storage import atomic_write_text
 
 WIDTH, HEIGHT = 760, 640
+NOTE_FRACTION = 0.3  # atoms at least this fraction of the colour scale get their value written next to them
 TITLE_H, BAR_H = 70, 90
 
 
@@ -173,6 +175,10 @@ def draw_heatmap(mol, atom_values: np.ndarray, pair_values: np.ndarray, stem: st
     bond_values = np.array([pair_values[b.GetBeginAtomIdx(), b.GetEndAtomIdx()] for b in m.GetBonds()])
     if scale is None:
         scale = float(max(np.abs(atom_values).max(initial=0.0), np.abs(bond_values).max(initial=0.0)))
+    for a in m.GetAtoms():  # the value of every strongly coloured atom, readable next to it
+        v = atom_values[a.GetIdx()]
+        if scale > 0 and abs(v) >= NOTE_FRACTION * scale:
+            a.SetProp("atomNote", f"{v:+.3g}")
     label = f"relevance / {unit}  (atoms: per-atom; bonds: bonded pair)  red raises, blue lowers the prediction"
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
