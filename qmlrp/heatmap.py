@@ -88,12 +88,8 @@ def colour(value: float, scale: float) -> tuple[float, float, float]:
 
 
 def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 100 or a < 0.01:
-        return f"{v:+.2e}"
-    return f"{v:+.3g}" if a < 1 else f"{v:+.3f}"
+    """Colour-bar tick: three significant digits, one style for every tick."""
+    return "0" if v == 0 else f"{v:+.3g}"
 
 
 @dataclass
