@@ -115,7 +115,8 @@ class Molecule:
         counts: dict[str, int] = {}
         for e in self.elements:
             counts[e] = counts.get(e, 0) + 1
-        order = (["C", "H"] if "C" in counts else []) + sorted(k for k in counts if k not in ("C", "H") or "C" not in counts)
+        first = [e for e in ("C", "H") if e in counts] if "C" in counts else []  # no H: C2N2 is 'C2N2'
+        order = first + sorted(k for k in counts if k not in first)
         return "".join(f"{e}{counts[e] if counts[e] > 1 else ''}" for e in order)
 
     def where(self) -> tuple[str | None, int | None]:
