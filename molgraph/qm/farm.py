@@ -27,8 +27,10 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -366,35 +368,52 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
         stems[s] = m
     done, failed = _existing(res_dir), _existing(fail_dir) - _existing(res_dir)
     todo = [s for s in stems if s not in done and (retry_failed or s not in failed)]
+    tasks, unprepared = {}, []
+    for s in todo:  # a molecule that cannot even be described as a task is a failure of its own
+        try:
+            tasks[s] = _make_task(stems[s], s, key, version, spec, res_dir, fail_dir)
+        except Exception as exc:
+            m = stems[s]
+            atomic_write_json(fail_dir / f"{s}.json", {
+                "format": RESULT_FORMAT, "id": s, "name": m.name, "qm9_id": (m.properties or {}).get("qm9_id"),
+                "key": key, "spec": asdict(spec), "code_version": version, "status": "error",
+                "error": f"{type(exc).__name__}: {exc} (preparing the task)", "traceback": traceback.format_exc(),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            unprepared.append(s)
+            log(f"FAILED {m.name}: {type(exc).__name__}: {exc} (preparing the task)")
     n_skip_done = sum(s in done for s in stems)
     n_skip_failed = sum(s in failed for s in stems) if not retry_failed else 0
     log(f"{len(stems)} molecules at {spec.xc}/{spec.basis} ({spec.method}), key {key}: {n_skip_done} done before, "
         + (f"{n_skip_failed} failed before and skipped (retry_failed / --retry-failed to retry), " if n_skip_failed else "")
         + f"{len(todo)} to do")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    run = {"run_id": f"{started}-{os.getpid()}", "started": started, "finished": None, "key": key, "n_selected": len(stems), "n_todo": len(todo),
-           "workers": workers, "scheduler": scheduler, "limit_minutes": limit_minutes, "argv": sys.argv,
+    run = {"run_id": f"{started}-{os.getpid()}", "started": started, "finished": None, "key": key,
+           "n_selected": len(stems), "n_todo": len(todo), "workers": workers, "scheduler": scheduler, "limit_minutes": limit_minutes, "argv": sys.argv,
            "host": platform.node()}
     write_manifest(out, run)  # a killed run stays on record, with finished = null
-    n_ok = n_failed = n_submitted = 0
+    n_ok, n_failed, n_submitted = 0, len(unprepared), 0
     stopped = False
     deadline = t_start + 60 * limit_minutes if limit_minutes is not None else None
-    if todo and deadline is not None and time.time() >= deadline:
+    if tasks and deadline is not None and time.time() >= deadline:
         stopped = True
         log(f"time limit of {limit_minutes} min reached before the first molecule: nothing submitted")
-    if todo and not stopped:
+    if tasks and not stopped:
         from tqdm.auto import tqdm
 
         client, cluster = _start_client(workers, spec.threads, scheduler)
-        bar = tqdm(total=len(todo), unit="mol", desc=f"label {spec.xc}/{spec.basis}", disable=not progress, smoothing=0.1)
+        old_term = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM (a batch system's time limit) = Ctrl-C
+            old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        bar = tqdm(total=len(tasks), unit="mol", desc=f"label {spec.xc}/{spec.basis}", disable=not progress, smoothing=0.1)
         inflight: dict = {}  # future -> (task, submit time)
-        queue = iter(todo)
+        queue = iter(tasks)
         try:
-            # exactly one task per worker thread in flight: a task starts when it is submitted,
-            # so the time since submission is its running time (for timeouts)
-            window = max(1, sum(client.nthreads().values()))
-            run["threads_total"] = window
             while True:
+                # exactly one task per worker thread in flight: a task starts when it is submitted,
+                # so the time since submission is its running time (for timeouts); asked each
+                # round, since the workers of a cluster may come and go
+                window = max(1, sum(client.nthreads().values()))
+                run["threads_total"] = max(run.get("threads_total", 0), window)
                 if deadline is not None and time.time() >= deadline and not stopped:
                     stopped = True
                     log(f"time limit of {limit_minutes} min reached: no new molecules; waiting for {len(inflight)} running")
@@ -402,7 +421,7 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
                     s = next(queue, None)
                     if s is None:
                         break
-                    task = _make_task(stems[s], s, key, version, spec, res_dir, fail_dir)
+                    task = tasks[s]
                     fut = client.submit(compute_label, task, key=f"label-{key}-{s}", pure=False)
                     inflight[fut] = (task, time.time())
                     n_submitted += 1
@@ -444,10 +463,12 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
                             bar.write(f"FAILED {task['name']}: {r['error']}")
                             bar.update(1)
                             bar.set_postfix(failed=n_failed)
-        except KeyboardInterrupt:  # what finished is on disk; the manifest says the run was cut short
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what finished is on disk; the manifest says the run was cut short
             run["interrupted"] = True
             log(f"interrupted: {len(inflight)} running molecule(s) abandoned; rerun to go on")
         finally:
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
             bar.close()
             client.close()
             if cluster is not None:

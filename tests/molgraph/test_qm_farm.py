@@ -84,6 +84,8 @@ def test_selection_of_qm9_molecules():
     assert [m.name for m in _order(few, "size")][:3] == ["qm9:3", "qm9:2", "qm9:1"]  # H2O, NH3, CH4: fewest atoms first
     assert [m.name for m in _order(list(reversed(few)), "id")][:3] == ["qm9:1", "qm9:2", "qm9:3"]
     assert molecule_file_stem(mols[0]) == "qm9_000001"
+    cyanogen, _ = qm9_molecules(ids=[25])  # no hydrogen: its Hill formula once crashed the farm
+    assert cyanogen[0].formula == "C2N2"
 
 
 def test_key_names_level_of_theory_and_code_version():
