@@ -237,3 +237,12 @@ def test_compare_two_tables(farm, tmp_path):
     assert r["columns"]["beta_par"]["mae"] == pytest.approx(np.mean([0.1 * abs(x["beta_par"]) for x in polar]))
     assert r["columns"]["alpha_iso"]["mae"] == pytest.approx(0.0)
     assert r["level_a"] == ["hf/sto-3g (analytic)"]
+
+
+def test_scf_non_convergence_is_a_recorded_failure(tmp_path, small, QUIET):
+    spec = LabelSpec(xc="hf", basis="sto-3g", options={"max_cycle": 1})  # one SCF cycle (two on the retry)
+    s = run_farm([small[3]], tmp_path, spec, **QUIET)
+    assert (s.n_ok, s.n_failed) == (0, 1)
+    err = json.loads((_dirs(tmp_path, spec)[1] / "qm9_000003.json").read_text())
+    assert err["error"].startswith("SCFNotConverged") and "qm9:3" in err["error"]
+    assert err["spec"]["options"] == {"max_cycle": 1}
