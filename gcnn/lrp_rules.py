@@ -3,8 +3,15 @@ point (pyproject.toml); gcnn itself never imports lrp.
 
 - PairSum, AtomSum, BothOrders, Add: parameter-free linear maps -> proportional split (Norm).
 - Mask: the mask is a constant 0/1 factor -> relevance passes element-wise to the masked tensor (Pass).
-- GaussianHistogram: one-to-many map of a feature value to its 11 memberships -> the
-  memberships' relevance returns to the value (Pass with expansion over the bins).
+- GaussianHistogram: one-to-many map of a feature value x to its 11 memberships. Two rules,
+  named in HISTOGRAM_RULES (qmlrp explain --histogram-rule):
+  'pass': the memberships' relevance returns whole to x (Pass with expansion over the bins);
+      it credits x with the memberships' presence against no membership at all, which a
+      ReLU-dead feature x = 0 has too (the memberships sum to 1 whatever x is);
+  'rescale': relative to the reference x0 = 0 (a ReLU-dead feature), x receives
+      sum_k R_k (m_k(x) - m_k(0)) / m_k(x), the effect of its value; the rest,
+      sum_k R_k m_k(0) / m_k(x), is absorbed (Rescale).
+  DEFAULT_HISTOGRAM_RULE is the one RULES registers.
 """
 from lrp import rules
 
@@ -15,8 +22,23 @@ def _bins(x, y):
     return x.unsqueeze(-1).expand_as(y)
 
 
+HISTOGRAM_RULES = {
+    "pass": rules.Pass(expand=_bins),
+    "rescale": rules.Rescale(reference=0.0, expand=_bins),
+}
+DEFAULT_HISTOGRAM_RULE = "pass"
+
+
+def histogram_rule(name: str):
+    """The GaussianHistogram rule called `name` (a key of HISTOGRAM_RULES)."""
+    try:
+        return HISTOGRAM_RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown histogram rule {name!r}; valid: {', '.join(HISTOGRAM_RULES)}") from None
+
+
 RULES = [
     ((PairSum, AtomSum, BothOrders, Add), rules.Norm()),
     (Mask, rules.Pass()),
-    (GaussianHistogram, rules.Pass(expand=_bins)),
+    (GaussianHistogram, HISTOGRAM_RULES[DEFAULT_HISTOGRAM_RULE]),
 ]

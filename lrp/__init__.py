@@ -5,8 +5,8 @@
     e.relevance            # one tensor per input
     e.conservation_error() # |sum(relevance) + absorbed - explained| per sample
 
-Rules: lrp.rules.{Zero, Epsilon, Gamma, AlphaBeta, ZPlus, ZBox, WSquare, Flat, Pass, Norm,
-Product, Gradient}. Composites: lrp.Composite, lrp.preset(name), presets 'epsilon',
+Rules: lrp.rules.{Zero, Epsilon, Gamma, AlphaBeta, ZPlus, ZBox, WSquare, Flat, Pass, Rescale,
+Norm, Product, Gradient}. Composites: lrp.Composite, lrp.preset(name), presets 'epsilon',
 'epsilon-plus', 'epsilon-gamma-box', 'alpha2-beta1', 'weave', 'zero'.
 """
 from . import rules

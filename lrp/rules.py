@@ -365,6 +365,55 @@ class Pass(Rule):
 
 
 @dataclass(frozen=True, repr=False)
+class Rescale(Rule):
+    """Reference-based rule for an element-wise or one-to-many non-linear map y = f(x)
+    (DeepLIFT's rescale rule, Shrikumar et al. 2017, in relevance form). With the reference
+    x0 (a number or a tensor broadcastable to x) and y0 = f(x0), output k splits its relevance
+    R_k into the input's departure from the reference and an absorbed part:
+
+        R_x = sum_k R_k (y_k - y_k(x0)) / y_k,    absorbed = sum_k R_k y_k(x0) / y_k.
+
+    Carried as a modified gradient (R_k = y_k g_k), R_k / y_k is the arriving gradient g_k,
+    so the message is R_x = sum_k g_k (y_k - y0_k) and the rule never divides by y_k. That is
+    the stabilization where y_k ~ 0: where a membership underflows to exactly 0, R_k = 0 but
+    its multiplier g_k (set by the rules above) still counts, so moving x away from a
+    reference bin it leaves empty is credited to x (the limit of the formula as y_k -> 0).
+    x = x0 gives R_x = 0 exactly; for ReLU with reference 0 the rule equals Pass. The input
+    carries R_x as x * grad, so where x = 0 but R_x != 0 (a non-zero reference) R_x is
+    absorbed too. `expand(x, y)` broadcasts the input (and the reference) to the output's
+    shape for one-to-many maps (default: element-wise). y0 is computed with the module's own
+    forward (hooks bypassed) on the reference expanded to x's shape."""
+
+    reference: float | torch.Tensor = 0.0
+    expand: object = None
+
+    def apply(self, module, inputs, output, ctx):
+        x = inputs[0]
+        with torch.no_grad():
+            x0 = torch.as_tensor(self.reference, dtype=x.dtype, device=x.device).expand_as(x).contiguous()
+            y0 = module.forward(x0).detach()  # .forward: the hooks must not see the reference
+        if y0.shape != output.shape:
+            raise ValueError(f"Rescale: {type(module).__name__} maps the reference to shape {tuple(y0.shape)}, "
+                             f"the input to {tuple(output.shape)}")
+        if self.expand is None and output.shape != x.shape:
+            raise TypeError(f"Rescale on {type(module).__name__}: output shape {tuple(output.shape)} differs from the "
+                            f"input's {tuple(x.shape)}; give expand(x, y) for a one-to-many map")
+        xb = x if self.expand is None else self.expand(x, output)
+        dy = output.detach() - y0
+
+        def back(g):
+            xd = xb.detach()
+            moved = g * dy  # R_k (y_k - y0_k) / y_k
+            gx = safe_divide(moved, xd)
+            if ctx.track:
+                lost = moved.masked_fill_(xd != 0, 0.0)  # x = 0 cannot carry x * grad
+                ctx.add_absorbed(module, _dot(g, y0) + _per_sample(lost))
+            return None, gx
+
+        return route(back, output, xb)
+
+
+@dataclass(frozen=True, repr=False)
 class Norm(Rule):
     """Proportional split for parameter-free linear ops (sums, sum/average pooling, residual
     adds): R_i = x_i / sum(x) R, stabilized by epsilon (what it keeps is absorbed). This is

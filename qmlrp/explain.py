@@ -348,13 +348,28 @@ def file_inputs(paths: Sequence[str]) -> Inputs:
 
 
 # ----------------------------------------------------------------------------- the relevance pass
+def composite_for(rule: str, histogram_rule: str | None = None):
+    """The LRP composite: preset `rule`, with the GaussianHistogram rule `histogram_rule`
+    ('pass' or 'rescale', gcnn.lrp_rules.HISTOGRAM_RULES) in place of gcnn's default."""
+    import lrp
+
+    composite = lrp.preset(rule)
+    if histogram_rule is None:
+        return composite
+    from gcnn.layers import GaussianHistogram
+    from gcnn.lrp_rules import histogram_rule as named
+
+    return composite.with_rules({GaussianHistogram: named(histogram_rule)})
+
+
 def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int = 128,
-                   progress: bool = True) -> RelevanceSet:
+                   progress: bool = True, histogram_rule: str | None = None) -> RelevanceSet:
     """LRP of every molecule, batched by size (molecules sorted by atom count, so a batch pads
-    little); relevance in target units."""
+    little); relevance in target units. `histogram_rule` overrides gcnn's GaussianHistogram rule."""
     import torch
 
     import lrp
+    from gcnn.lrp_rules import DEFAULT_HISTOGRAM_RULE
     from molgraph import collate
     from molgraph.relevance import group_sums, per_atom
 
@@ -370,11 +385,12 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     order = np.argsort(n, kind="stable")
     chunks = [order[i:i + batch_size] for i in range(0, m_count, batch_size)]
     target = None if lm.net.config.n_outputs == 1 else lm.output
+    composite = composite_for(rule, histogram_rule)
     bar = _tqdm(chunks, progress, desc="explain", unit="batch")
     for idx in bar:
         graphs = [inputs.graph(int(i)) for i in idx]
         b = collate([g.with_targets({}) for g in graphs])
-        e = lrp.explain(lm.net, (b.atom_features, b.pair_features, b.atom_mask), rule, target=target,
+        e = lrp.explain(lm.net, (b.atom_features, b.pair_features, b.atom_mask), composite, target=target,
                         track_absorbed=True)
         ra = e.relevance[0].double() * lm.std  # (B, N, 21)
         rp = e.relevance[1].double() * lm.std  # (B, N, N, 13)
@@ -393,6 +409,7 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
         explained[idx] = e.explained.double().numpy() * lm.std
         absorbed[idx] = e.absorbed.double().numpy() * lm.std
     meta = {"model_dir": str(lm.model_dir), "target": lm.target, "unit": lm.unit, "rule": rule,
+            "histogram_rule": histogram_rule or DEFAULT_HISTOGRAM_RULE,
             "training_mean": lm.mean, "training_std": lm.std,
             "explained": "prediction - training mean, in target units (LRP of the standardized output x std)",
             "per_atom": "own atom features + half of each pair (i, j) and (j, i)"}
@@ -640,6 +657,10 @@ def add_arguments(p) -> None:
                    help="molecules of the model's own split (default: test, when no --ids and no files)")
     p.add_argument("--ids", help="file of QM9 ids to explain")
     p.add_argument("--rule", default="epsilon", help="LRP composite preset (default epsilon)")
+    p.add_argument("--histogram-rule", choices=("pass", "rescale"),
+                   help="LRP rule of the Gaussian-histogram readout: 'pass' (all membership relevance to the "
+                        "value) or 'rescale' (relative to the value 0, a ReLU-dead feature); default: gcnn's "
+                        "(gcnn.lrp_rules.DEFAULT_HISTOGRAM_RULE)")
     p.add_argument("--target", help="which target of a multi-target model")
     p.add_argument("--max-molecules", type=int, help="explain a seeded random sample of N of the selected molecules")
     p.add_argument("--heatmaps", type=int, default=12, help="heatmaps of a representative set of K molecules (default 12)")
@@ -657,7 +678,7 @@ def add_arguments(p) -> None:
 def run_from_args(args) -> int:
     try:
         return run(model=args.model, out=Path(args.out), files=args.files, split=args.split, ids_file=args.ids,
-                   rule=args.rule, target=args.target, fold=args.fold, max_molecules=args.max_molecules,
+                   rule=args.rule, histogram_rule=args.histogram_rule, target=args.target, fold=args.fold, max_molecules=args.max_molecules,
                    heatmaps=args.heatmaps, faithfulness=args.faithfulness, random_orders=args.random_orders,
                    bootstrap=args.bootstrap, batch_size=args.batch_size, seed=args.seed, cache_root=args.cache_dir,
                    progress=not args.no_progress)
@@ -680,7 +701,7 @@ def _read_ids(path: str) -> list[int]:
 
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
-        heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
+        histogram_rule: str | None = None, heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
         batch_size: int = 128, seed: int = 0, cache_root=None, progress: bool = True,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> int:
     import lrp
@@ -693,6 +714,10 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
         raise ValueError("choose the molecules one way: --split, --ids or files")
     if rule not in lrp.presets():
         raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(lrp.presets())}")
+    if histogram_rule is not None:
+        from gcnn.lrp_rules import histogram_rule as _check
+
+        _check(histogram_rule)
     lm = load_model(model, fold, target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -725,7 +750,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     log(f"explaining {len(inputs.ids)} molecules ({inputs.description}) with {lm.note}, rule {rule}")
 
     t = time.time()
-    rs = explain_inputs(lm, inputs, rule, batch_size, progress)
+    rs = explain_inputs(lm, inputs, rule, batch_size, progress, histogram_rule)
     timings["explain_s"] = round(time.time() - t, 2)
     rs.meta.update({"model_note": lm.note, "selection": inputs.description})
     conservation = np.abs(rs.groups.sum(1) + rs.absorbed - rs.explained)
@@ -772,7 +797,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     timings["total_s"] = round(time.time() - t0, 2)
     summary = {
         "model_dir": str(lm.model_dir), "model_note": lm.note, "target": lm.target, "unit": lm.unit, "rule": rule,
-        "selection": inputs.description, "n_molecules": len(rs), "n_failed": len(inputs.failures), "failures": failures,
+        "histogram_rule": rs.meta["histogram_rule"], "selection": inputs.description, "n_molecules": len(rs), "n_failed": len(inputs.failures), "failures": failures,
         "accuracy": accuracy,
         "reference": {"training_mean": lm.mean, "training_std": lm.std,
                       "explained": "prediction - training mean (target units); the training mean is not distributed",

@@ -96,3 +96,39 @@ def weave_inputs(b=3, n=5, fa=6, fp=4, seed=0):
     pairs = 0.5 * (pairs + pairs.transpose(1, 2))
     return atoms, pairs
 
+
+
+class NormalizedGaussian(nn.Module):
+    """(..., F) -> (..., F, M) Gaussian memberships normalized to sum to one over the M bins
+    (a fuzzy histogram like Kearnes et al.'s readout): every value, 0 included, has memberships."""
+
+    def __init__(self, m=5, width=0.6):
+        super().__init__()
+        self.register_buffer("mu", torch.linspace(-1.5, 1.5, m, dtype=torch.float64))
+        self.width = width
+
+    def forward(self, x):
+        p = torch.exp(-0.5 * ((x[..., None] - self.mu) / self.width) ** 2)
+        return p / p.sum(-1, keepdim=True)
+
+
+def bins(x, y):
+    return x.unsqueeze(-1).expand_as(y)
+
+
+class WeaveHist(WeaveLike):
+    """WeaveLike with a ReLU before a normalized-Gaussian histogram readout, so that some
+    readout features are exactly 0 (ReLU-dead) and still have memberships."""
+
+    def __init__(self, fa=6, fp=4, h=8, m=5, bias=True):
+        super().__init__(fa, fp, h, m, bias)
+        self.gauss, self.relu_r = NormalizedGaussian(m), nn.ReLU()
+
+    def forward(self, atoms, pairs):
+        a = self.relu_a0(self.atom_in(atoms))
+        p = self.relu_p0(self.pair_in(pairs))
+        a2 = self.relu_a(self.add_a(self.aa(a), self.pa(self.pair_sum(p))))
+        p2 = self.relu_p(self.add_p(self.both(self.ap(a)), self.pp(p)))
+        r = self.relu_r(self.readout_in(self.add_a(a2, self.pair_sum(p2))))  # (B, N, 3), some exactly 0
+        g = self.gauss(r)  # (B, N, 3, M)
+        return self.head(self.flat(self.atom_sum(g)))
