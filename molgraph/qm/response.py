@@ -361,19 +361,180 @@ def _solve_cphf(fvind, e_ai, h1, tol, max_cycle=200):
     return u, float(np.abs(r).max())
 
 
-def _cphf(mf, r_ao, tol):
+def _jk_response(mf):
+    """dms (k, nao, nao) symmetric -> the Coulomb/exact-exchange part of PySCF's CPHF
+    response (`mf.gen_response(hermi=1)` without the XC kernel): J - c_x/2 K, with the same
+    range-separated branches (DF tensors reused by `mf.get_jk`)."""
+    from pyscf.scf import hf
+
+    mol = mf.mol
+    if not isinstance(mf, hf.KohnShamDFT):
+        def jk(dms):
+            vj, vk = mf.get_jk(mol, dms, hermi=1)
+            return vj - 0.5 * vk
+        return jk
+    ni = mf._numint
+    omega, alpha, hyb = ni.rsh_and_hybrid_coeff(mf.xc, mol.spin)
+    if not ni.libxc.is_hybrid_xc(mf.xc):
+        return lambda dms: mf.get_j(mol, dms, hermi=1)
+
+    def jk(dms):
+        if omega == 0:
+            vj, vk = mf.get_jk(mol, dms, hermi=1)
+            vk *= hyb
+        elif alpha == 0:  # short-range exchange only
+            vj = mf.get_j(mol, dms, hermi=1)
+            vk = mf.get_k(mol, dms, hermi=1, omega=-omega) * hyb
+        elif hyb == 0:  # long-range exchange only
+            vj = mf.get_j(mol, dms, hermi=1)
+            vk = mf.get_k(mol, dms, hermi=1, omega=omega) * alpha
+        else:
+            vj, vk = mf.get_jk(mol, dms, hermi=1)
+            vk *= hyb
+            vk += mf.get_k(mol, dms, hermi=1, omega=omega) * (alpha - hyb)
+        return vj - 0.5 * vk
+    return jk
+
+
+class _MOGridKernel:
+    """XC kernel part of the CPHF response, evaluated directly in the virtual-occupied MO
+    block: the MO values (and gradients for GGA) on the grid are computed once and kept
+    (blocks beyond the memory budget are recomputed at each use), and the ground-state
+    kernel f_xc (times the grid weights) is computed once. For U (k, nvir, nocc),
+
+        rho^k = 4 sum_ai U_ai phi_a phi_i,   grad rho^k = 4 sum_ai U_ai grad(phi_a phi_i),
+        V^k_ai = sum_g w f_xc rho^k . (phi_a phi_i, grad(phi_a phi_i)),
+
+    which is C_v^T [int f_xc rho^k] C_o, the quantity PySCF's `nr_rks_fxc` gives in the AO
+    basis, at ~nvir nocc instead of ~nao^2 operations per grid point."""
+
+    def __init__(self, mf, cv, co, max_memory):
+        from pyscf import lib
+        from pyscf.dft.numint import BLKSIZE
+
+        ni, mol, grids = mf._numint, mf.mol, mf.grids
+        if grids.coords is None:
+            grids.build(with_non0tab=True)
+        self.mf, self.ni, self.mol, self.grids = mf, ni, mol, grids
+        self.xctype = ni._xc_type(mf.xc)
+        self.deriv = 0 if self.xctype == "LDA" else 1
+        self.ncomp = 1 if self.xctype == "LDA" else 4
+        self.cvo = np.hstack([cv, co])
+        self.nvir = cv.shape[1]
+        nao, nmo = mol.nao_nr(), self.cvo.shape[1]
+        # ground-state kernel, exactly as mf.gen_response computes it
+        self.rho0, self.vxc, fxc = ni.cache_xc_kernel(mol, grids, mf.xc, mf.mo_coeff, mf.mo_occ, 0,
+                                                      max_memory=max_memory)
+        self.fxc = fxc
+        self.wfxc = fxc[:self.ncomp, :self.ncomp] * grids.weights
+        ngrids = grids.coords.shape[0]
+        comp = self.ncomp
+        blk = int(max(200.0, max_memory * 0.1) * 1e6 / ((comp + 1) * nao * 8 * BLKSIZE))
+        blk = max(4, min(blk, ngrids // BLKSIZE + 1, 1200)) * BLKSIZE
+        self.blocks = list(lib.prange(0, ngrids, blk))
+        budget = max(0.0, max_memory - lib.current_memory()[0]) * 0.7e6  # bytes
+        self.cache = []
+        used = 0
+        for p0, p1 in self.blocks:
+            size = comp * (p1 - p0) * nmo * 8
+            if used + size <= budget:
+                self.cache.append(self._mo_values(p0, p1))
+                used += size
+            else:
+                self.cache.append(None)
+
+    def _mo_values(self, p0, p1):
+        from pyscf.dft.numint import BLKSIZE
+
+        g = self.grids
+        ao = self.ni.eval_ao(self.mol, g.coords[p0:p1], deriv=self.deriv,
+                             non0tab=g.non0tab[p0 // BLKSIZE:], cutoff=g.cutoff)
+        ao = ao.reshape(-1, ao.shape[-1])  # (comp * ng, nao)
+        mo = (ao @ self.cvo).reshape(self.ncomp, p1 - p0, -1)
+        return np.ascontiguousarray(mo[:, :, :self.nvir]), np.ascontiguousarray(mo[:, :, self.nvir:])
+
+    def __call__(self, u):
+        k, nvir, nocc = u.shape
+        comp = self.ncomp
+        out = np.zeros((nvir, k * nocc))
+        ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
+        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
+            if mo_blk is None:
+                mo_blk = self._mo_values(p0, p1)
+            mv, mocc = mo_blk
+            for q0 in range(0, p1 - p0, 2048):  # sub-blocks keep the temporaries in cache
+                q1 = min(q0 + 2048, p1 - p0)
+                out += self._block(mv[:, q0:q1], mocc[:, q0:q1], ut, k, p0 + q0, p0 + q1)
+        return out.reshape(nvir, k, nocc).transpose(1, 0, 2)
+
+    def _block(self, mv, mocc, ut, k, p0, p1):
+        comp, nvir, nocc, ng = self.ncomp, self.nvir, mocc.shape[2], p1 - p0
+        # t[c, g, k, i] = sum_a U^k_ai d_c phi_a(g)
+        t = (mv.reshape(comp * ng, nvir) @ ut).reshape(comp, ng, k, nocc)
+        o = mocc[:, :, None, :]  # (comp, ng, 1, nocc)
+        rho1 = np.empty((comp, ng, k))
+        rho1[0] = (t[0] * o[0]).sum(axis=-1)
+        for c in range(1, comp):
+            rho1[c] = (t[c] * o[0] + t[0] * o[c]).sum(axis=-1)
+        rho1 *= 4.0
+        wf = self.wfxc[:, :, p0:p1]
+        wv = np.empty((comp, ng, k))
+        for a in range(comp):
+            wv[a] = wf[a, 0][:, None] * rho1[0]
+            for b in range(1, comp):
+                wv[a] += wf[a, b][:, None] * rho1[b]
+        # gmat[c, g, k, i]: the occupied-side factors of V = sum_c (d_c phi_v)^T gmat[c]
+        gmat = np.empty((comp, ng, k, nocc))
+        w = wv[:, :, :, None]  # (comp, ng, k, 1)
+        gmat[0] = w[0] * o[0]
+        for c in range(1, comp):
+            gmat[0] += w[c] * o[c]
+            gmat[c] = w[c] * o[0]
+        return mv.reshape(comp * ng, nvir).T @ gmat.reshape(comp * ng, k * nocc)
+
+    def ao(self, dms, max_memory):
+        """The same kernel for AO densities (k, nao, nao), full AO matrices (PySCF)."""
+        return self.ni.nr_rks_fxc(self.mol, self.grids, self.mf.xc, None, dms, 0, 1,
+                                  self.rho0, self.vxc, self.fxc, max_memory=max_memory)
+
+
+def _cphf(mf, r_ao, tol, max_memory=4000):
     """First-order rotations U (3, nvir, nocc), AO first-order densities (3, nao, nao), the
-    full first-order Fock matrices in the MO basis (3, nmo, nmo) and the final residual."""
+    full first-order Fock matrices in the MO basis (3, nmo, nmo) and the final residual.
+
+    The response operator is PySCF's (`mf.gen_response(hermi=1)`: J - c_x/2 K + f_xc),
+    assembled here so that the XC kernel part runs in the MO basis on cached MO grid values
+    (`_MOGridKernel`); for MGGA functionals PySCF's operator is used as is."""
+    from pyscf.scf import hf
+
     c, occ, eps = mf.mo_coeff, mf.mo_occ, mf.mo_energy
     co, cv = c[:, occ > 0], c[:, occ == 0]
-    vresp = mf.gen_response(c, occ, hermi=1)
 
     def dm_of(u):  # (k, nvir, nocc) -> symmetric AO densities (k, nao, nao)
         d = 2.0 * np.einsum("pa,kai,qi->kpq", cv, u, co)
         return d + d.transpose(0, 2, 1)
 
-    def fvind(u):
-        return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
+    kernel = None
+    if isinstance(mf, hf.KohnShamDFT) and mf._numint._xc_type(mf.xc) in ("LDA", "GGA"):
+        mf._numint.libxc.test_deriv_order(mf.xc, 2, raise_error=True)
+        kernel = _MOGridKernel(mf, cv, co, max_memory)
+        jk = _jk_response(mf)
+
+        def vresp(dms):
+            return jk(dms) + kernel.ao(dms, max_memory)
+
+        def fvind(u):
+            return np.einsum("pa,kpq,qi->kai", cv, jk(dm_of(u)), co) + kernel(u)
+    elif isinstance(mf, hf.KohnShamDFT) and mf._numint._xc_type(mf.xc) != "HF":
+        vresp = mf.gen_response(c, occ, hermi=1)
+
+        def fvind(u):
+            return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
+    else:
+        vresp = _jk_response(mf)
+
+        def fvind(u):
+            return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
 
     h1 = np.einsum("pa,kpq,qi->kai", cv, r_ao, co)
     e_ai = eps[occ == 0][:, None] - eps[occ > 0][None, :]
@@ -440,7 +601,7 @@ def _beta_from_first_order(mf, u, f1, g3):
 
 def _analytic(mf, r_ao, label, cphf_tol, max_memory, timings):
     t0 = time.perf_counter()
-    u, dms, f1, resid = _cphf(mf, r_ao, cphf_tol)
+    u, dms, f1, resid = _cphf(mf, r_ao, cphf_tol, max_memory)
     timings["cphf_s"] = time.perf_counter() - t0
     if not np.isfinite(resid) or resid > cphf_tol:
         raise SCFNotConverged(label, f"coupled-perturbed equations did not converge (max residual {resid:.2e})")
