@@ -423,9 +423,8 @@ class _MOGridKernel:
         self.nvir = cv.shape[1]
         nao, nmo = mol.nao_nr(), self.cvo.shape[1]
         # ground-state kernel, exactly as mf.gen_response computes it
-        self.rho0, self.vxc, fxc = ni.cache_xc_kernel(mol, grids, mf.xc, mf.mo_coeff, mf.mo_occ, 0,
-                                                      max_memory=max_memory)
-        self.fxc = fxc
+        fxc = ni.cache_xc_kernel(mol, grids, mf.xc, mf.mo_coeff, mf.mo_occ, 0,
+                                 max_memory=max_memory)[2]
         self.wfxc = fxc[:self.ncomp, :self.ncomp] * grids.weights
         ngrids = grids.coords.shape[0]
         comp = self.ncomp
@@ -468,14 +467,28 @@ class _MOGridKernel:
         return out.reshape(nvir, k, nocc).transpose(1, 0, 2)
 
     def _block(self, mv, mocc, ut, k, p0, p1):
+        """V_ai contribution of grid points p0:p1 (nvir, k * nocc)."""
+        comp, nocc, ng = self.ncomp, mocc.shape[2], p1 - p0
+        wv = self._wv(mv, mocc, ut, k, p0, p1)
+        # gmat[c, g, k, i]: the occupied-side factors of V = sum_c (d_c phi_v)^T gmat[c]
+        o = mocc[:, :, None, :]  # (comp, ng, 1, nocc)
+        w = wv[:, :, :, None]  # (comp, ng, k, 1)
+        gmat = np.empty((comp, ng, k, nocc))
+        gmat[0] = w[0] * o[0]
+        for c in range(1, comp):
+            gmat[0] += w[c] * o[c]
+            gmat[c] = w[c] * o[0]
+        return mv.reshape(comp * ng, -1).T @ gmat.reshape(comp * ng, k * nocc)
+
+    def _wv(self, mv, mocc, ut, k, p0, p1):
+        """w f_xc rho^k on grid points p0:p1 (comp, ng, k) for ut = U as (nvir, k * nocc)."""
         comp, nvir, nocc, ng = self.ncomp, self.nvir, mocc.shape[2], p1 - p0
         # t[c, g, k, i] = sum_a U^k_ai d_c phi_a(g)
         t = (mv.reshape(comp * ng, nvir) @ ut).reshape(comp, ng, k, nocc)
-        o = mocc[:, :, None, :]  # (comp, ng, 1, nocc)
         rho1 = np.empty((comp, ng, k))
-        rho1[0] = (t[0] * o[0]).sum(axis=-1)
+        rho1[0] = np.einsum("gki,gi->gk", t[0], mocc[0])
         for c in range(1, comp):
-            rho1[c] = (t[c] * o[0] + t[0] * o[c]).sum(axis=-1)
+            rho1[c] = np.einsum("gki,gi->gk", t[c], mocc[0]) + np.einsum("gki,gi->gk", t[0], mocc[c])
         rho1 *= 4.0
         wf = self.wfxc[:, :, p0:p1]
         wv = np.empty((comp, ng, k))
@@ -483,19 +496,31 @@ class _MOGridKernel:
             wv[a] = wf[a, 0][:, None] * rho1[0]
             for b in range(1, comp):
                 wv[a] += wf[a, b][:, None] * rho1[b]
-        # gmat[c, g, k, i]: the occupied-side factors of V = sum_c (d_c phi_v)^T gmat[c]
-        gmat = np.empty((comp, ng, k, nocc))
-        w = wv[:, :, :, None]  # (comp, ng, k, 1)
-        gmat[0] = w[0] * o[0]
-        for c in range(1, comp):
-            gmat[0] += w[c] * o[c]
-            gmat[c] = w[c] * o[0]
-        return mv.reshape(comp * ng, nvir).T @ gmat.reshape(comp * ng, k * nocc)
+        return wv
 
-    def ao(self, dms, max_memory):
-        """The same kernel for AO densities (k, nao, nao), full AO matrices (PySCF)."""
-        return self.ni.nr_rks_fxc(self.mol, self.grids, self.mf.xc, None, dms, 0, 1,
-                                  self.rho0, self.vxc, self.fxc, max_memory=max_memory)
+    def full(self, u):
+        """The kernel's full MO matrices (k, nmo, nmo) for U, MOs in the order of
+        [C_v, C_o] (C^T [int f_xc rho^k] C, all blocks)."""
+        k, nvir, nocc = u.shape
+        comp, nmo = self.ncomp, nvir + nocc
+        out = np.zeros((k, nmo, nmo))
+        ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
+        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
+            if mo_blk is None:
+                mo_blk = self._mo_values(p0, p1)
+            mv, mocc = mo_blk
+            for q0 in range(0, p1 - p0, 2048):
+                q1 = min(q0 + 2048, p1 - p0)
+                a = np.concatenate([mv[:, q0:q1], mocc[:, q0:q1]], axis=2)  # (comp, ng, nmo)
+                wv = self._wv(mv[:, q0:q1], mocc[:, q0:q1], ut, k, p0 + q0, p0 + q1)
+                for j in range(k):
+                    b = np.empty_like(a)
+                    b[0] = wv[0, :, j, None] * a[0]
+                    for c in range(1, comp):
+                        b[0] += wv[c, :, j, None] * a[c]
+                        b[c] = wv[c, :, j, None] * a[0]
+                    out[j] += a.reshape(-1, nmo).T @ b.reshape(-1, nmo)
+        return out
 
 
 def _cphf(mf, r_ao, tol, max_memory=4000):
@@ -514,27 +539,38 @@ def _cphf(mf, r_ao, tol, max_memory=4000):
         d = 2.0 * np.einsum("pa,kai,qi->kpq", cv, u, co)
         return d + d.transpose(0, 2, 1)
 
+    xctype = mf._numint._xc_type(mf.xc) if isinstance(mf, hf.KohnShamDFT) else "HF"
     kernel = None
-    if isinstance(mf, hf.KohnShamDFT) and mf._numint._xc_type(mf.xc) in ("LDA", "GGA"):
-        mf._numint.libxc.test_deriv_order(mf.xc, 2, raise_error=True)
-        kernel = _MOGridKernel(mf, cv, co, max_memory)
-        jk = _jk_response(mf)
-
-        def vresp(dms):
-            return jk(dms) + kernel.ao(dms, max_memory)
-
-        def fvind(u):
-            return np.einsum("pa,kpq,qi->kai", cv, jk(dm_of(u)), co) + kernel(u)
-    elif isinstance(mf, hf.KohnShamDFT) and mf._numint._xc_type(mf.xc) != "HF":
+    if xctype not in ("HF", "LDA", "GGA"):  # MGGA: PySCF's response operator as it is
         vresp = mf.gen_response(c, occ, hermi=1)
 
         def fvind(u):
             return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
     else:
-        vresp = _jk_response(mf)
+        jk = _jk_response(mf)
+        if xctype != "HF":
+            mf._numint.libxc.test_deriv_order(mf.xc, 2, raise_error=True)
+            kernel = _MOGridKernel(mf, cv, co, max_memory)
+
+        if getattr(mf, "with_df", None) is not None:
+            # density fitting: D = 2 (X Y^T + Y X^T) with X = C_v U, Y = C_o is written as
+            # (X+Y)(X+Y)^T - (X-Y)(X-Y)^T; PySCF's exchange for densities tagged with their
+            # orbitals then costs ~naux nao^2 nocc per factor instead of ~naux nao^3
+            from pyscf import lib
+
+            def jk_vo(u):
+                k, nocc = u.shape[0], co.shape[1]
+                x = np.einsum("pa,kai->kpi", cv, u)
+                orbs = np.concatenate([x + co, x - co])  # (2k, nao, nocc)
+                dms = np.einsum("kpi,kqi->kpq", orbs, orbs)
+                v = jk(lib.tag_array(dms, mo_coeff=orbs, mo_occ=np.ones((2 * k, nocc))))
+                return np.einsum("pa,kpq,qi->kai", cv, v[:k] - v[k:], co)
+        else:
+            def jk_vo(u):
+                return np.einsum("pa,kpq,qi->kai", cv, jk(dm_of(u)), co)
 
         def fvind(u):
-            return np.einsum("pa,kpq,qi->kai", cv, vresp(dm_of(u)), co)
+            return jk_vo(u) if kernel is None else jk_vo(u) + kernel(u)
 
     h1 = np.einsum("pa,kpq,qi->kai", cv, r_ao, co)
     e_ai = eps[occ == 0][:, None] - eps[occ > 0][None, :]
@@ -542,7 +578,13 @@ def _cphf(mf, r_ao, tol, max_memory=4000):
         raise ValueError(f"no HOMO-LUMO gap (min e_a - e_i = {e_ai.min():.3g} Eh)")
     u, resid = _solve_cphf(fvind, e_ai, h1, tol)
     dms = dm_of(u)
-    f1 = np.einsum("pm,kpq,qn->kmn", c, r_ao + vresp(dms), c)
+    if xctype not in ("HF", "LDA", "GGA"):
+        f1 = np.einsum("pm,kpq,qn->kmn", c, r_ao + vresp(dms), c)
+    else:
+        f1 = np.einsum("pm,kpq,qn->kmn", c, r_ao + jk(dms), c)
+    if kernel is not None:
+        order = np.concatenate([np.where(occ == 0)[0], np.where(occ > 0)[0]])
+        f1[np.ix_(np.arange(3), order, order)] += kernel.full(u)
     return u, dms, f1, resid
 
 
