@@ -422,10 +422,6 @@ class _MOGridKernel:
         self.cvo = np.hstack([cv, co])
         self.nvir = cv.shape[1]
         nao, nmo = mol.nao_nr(), self.cvo.shape[1]
-        # ground-state kernel, exactly as mf.gen_response computes it
-        fxc = ni.cache_xc_kernel(mol, grids, mf.xc, mf.mo_coeff, mf.mo_occ, 0,
-                                 max_memory=max_memory)[2]
-        self.wfxc = fxc[:self.ncomp, :self.ncomp] * grids.weights
         ngrids = grids.coords.shape[0]
         comp = self.ncomp
         blk = int(max(200.0, max_memory * 0.1) * 1e6 / ((comp + 1) * nao * 8 * BLKSIZE))
@@ -434,13 +430,22 @@ class _MOGridKernel:
         budget = max(0.0, max_memory - lib.current_memory()[0]) * 0.7e6  # bytes
         self.cache = []
         used = 0
+        rho0 = np.empty((comp, ngrids))  # ground-state density (and gradient) from the MOs
         for p0, p1 in self.blocks:
+            mv, mocc = self._mo_values(p0, p1)
+            rho0[0, p0:p1] = 2.0 * np.einsum("gi,gi->g", mocc[0], mocc[0])
+            for c in range(1, comp):
+                rho0[c, p0:p1] = 4.0 * np.einsum("gi,gi->g", mocc[0], mocc[c])
             size = comp * (p1 - p0) * nmo * 8
             if used + size <= budget:
-                self.cache.append(self._mo_values(p0, p1))
+                self.cache.append((mv, mocc))
                 used += size
             else:
                 self.cache.append(None)
+        # f_xc (CPHF) and g_xc (third-order term of beta) at rho0, times the grid weights
+        xc = ni.eval_xc_eff(mf.xc, rho0[0] if comp == 1 else rho0, deriv=3, xctype=self.xctype)
+        self.wfxc = xc[2].reshape(comp, comp, ngrids) * grids.weights
+        self.wkxc = xc[3].reshape(comp, comp, comp, ngrids) * grids.weights
 
     def _mo_values(self, p0, p1):
         from pyscf.dft.numint import BLKSIZE
@@ -482,14 +487,8 @@ class _MOGridKernel:
 
     def _wv(self, mv, mocc, ut, k, p0, p1):
         """w f_xc rho^k on grid points p0:p1 (comp, ng, k) for ut = U as (nvir, k * nocc)."""
-        comp, nvir, nocc, ng = self.ncomp, self.nvir, mocc.shape[2], p1 - p0
-        # t[c, g, k, i] = sum_a U^k_ai d_c phi_a(g)
-        t = (mv.reshape(comp * ng, nvir) @ ut).reshape(comp, ng, k, nocc)
-        rho1 = np.empty((comp, ng, k))
-        rho1[0] = np.einsum("gki,gi->gk", t[0], mocc[0])
-        for c in range(1, comp):
-            rho1[c] = np.einsum("gki,gi->gk", t[c], mocc[0]) + np.einsum("gki,gi->gk", t[0], mocc[c])
-        rho1 *= 4.0
+        comp, ng = self.ncomp, p1 - p0
+        rho1 = self._rho1(mv, mocc, ut, k)
         wf = self.wfxc[:, :, p0:p1]
         wv = np.empty((comp, ng, k))
         for a in range(comp):
@@ -497,6 +496,35 @@ class _MOGridKernel:
             for b in range(1, comp):
                 wv[a] += wf[a, b][:, None] * rho1[b]
         return wv
+
+    def _rho1(self, mv, mocc, ut, k):
+        """rho^k (and its gradient) on a block (comp, ng, k)."""
+        comp, nvir, nocc, ng = self.ncomp, self.nvir, mocc.shape[2], mocc.shape[1]
+        # t[c, g, k, i] = sum_a U^k_ai d_c phi_a(g)
+        t = (mv.reshape(comp * ng, nvir) @ ut).reshape(comp, ng, k, nocc)
+        rho1 = np.empty((comp, ng, k))
+        rho1[0] = np.einsum("gki,gi->gk", t[0], mocc[0])
+        for c in range(1, comp):
+            rho1[c] = np.einsum("gki,gi->gk", t[c], mocc[0]) + np.einsum("gki,gi->gk", t[0], mocc[c])
+        rho1 *= 4.0
+        return rho1
+
+    def third_order(self, u):
+        """g[x,y,z] = sum_grid w g_abc(rho0) rho^x_a rho^y_b rho^z_c (3, 3, 3) for U (3, nvir, nocc)."""
+        k, nvir, nocc = u.shape
+        out = np.zeros((k, k, k))
+        ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
+        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
+            if mo_blk is None:
+                mo_blk = self._mo_values(p0, p1)
+            mv, mocc = mo_blk
+            for q0 in range(0, p1 - p0, 2048):
+                q1 = min(q0 + 2048, p1 - p0)
+                r = self._rho1(mv[:, q0:q1], mocc[:, q0:q1], ut, k).transpose(2, 0, 1)  # (k, comp, ng)
+                t = np.einsum("abcg,xag->xbcg", self.wkxc[..., p0 + q0:p0 + q1], r)
+                t = np.einsum("xbcg,ybg->xycg", t, r)
+                out += np.einsum("xycg,zcg->xyz", t, r)
+        return out
 
     def full(self, u):
         """The kernel's full MO matrices (k, nmo, nmo) for U, MOs in the order of
@@ -525,7 +553,8 @@ class _MOGridKernel:
 
 def _cphf(mf, r_ao, tol, max_memory=4000):
     """First-order rotations U (3, nvir, nocc), AO first-order densities (3, nao, nao), the
-    full first-order Fock matrices in the MO basis (3, nmo, nmo) and the final residual.
+    full first-order Fock matrices in the MO basis (3, nmo, nmo), the final residual and the
+    _MOGridKernel (None for HF and MGGA).
 
     The response operator is PySCF's (`mf.gen_response(hermi=1)`: J - c_x/2 K + f_xc),
     assembled here so that the XC kernel part runs in the MO basis on cached MO grid values
@@ -585,7 +614,7 @@ def _cphf(mf, r_ao, tol, max_memory=4000):
     if kernel is not None:
         order = np.concatenate([np.where(occ == 0)[0], np.where(occ > 0)[0]])
         f1[np.ix_(np.arange(3), order, order)] += kernel.full(u)
-    return u, dms, f1, resid
+    return u, dms, f1, resid, kernel
 
 
 def _xc_third_order(mf, dm0, dms, max_memory):
@@ -643,13 +672,16 @@ def _beta_from_first_order(mf, u, f1, g3):
 
 def _analytic(mf, r_ao, label, cphf_tol, max_memory, timings):
     t0 = time.perf_counter()
-    u, dms, f1, resid = _cphf(mf, r_ao, cphf_tol, max_memory)
+    u, dms, f1, resid, kernel = _cphf(mf, r_ao, cphf_tol, max_memory)
     timings["cphf_s"] = time.perf_counter() - t0
     if not np.isfinite(resid) or resid > cphf_tol:
         raise SCFNotConverged(label, f"coupled-perturbed equations did not converge (max residual {resid:.2e})")
     alpha = -np.einsum("xij,yji->xy", r_ao, dms)
     t0 = time.perf_counter()
-    g3 = _xc_third_order(mf, mf.make_rdm1(), dms, max_memory)
+    if kernel is not None:  # LDA/GGA: from the MO grid values kept by the CPHF step
+        g3 = kernel.third_order(u)
+    else:  # HF (zeros) and MGGA
+        g3 = _xc_third_order(mf, mf.make_rdm1(), dms, max_memory)
     beta = _beta_from_first_order(mf, u, f1, g3)
     timings["beta_s"] = time.perf_counter() - t0
     return 0.5 * (alpha + alpha.T), beta

@@ -64,13 +64,47 @@ def test_xc_kernel_term_matters_for_lda():
     import molgraph.qm.response as R
 
     a = response_properties(WATER, xc="lda,vwn", basis="6-31g*", density_fit=False)
-    orig = R._xc_third_order
+    orig = R._MOGridKernel.third_order
     try:
-        R._xc_third_order = lambda *args, **kw: np.zeros((3, 3, 3))
+        R._MOGridKernel.third_order = lambda self, u: np.zeros((3, 3, 3))
         b = response_properties(WATER, xc="lda,vwn", basis="6-31g*", density_fit=False)
     finally:
-        R._xc_third_order = orig
+        R._MOGridKernel.third_order = orig
     assert abs(a.beta_parallel - b.beta_parallel) > 0.02 * abs(a.beta_parallel)
+
+
+@pytest.mark.parametrize("xc, max_memory", [("lda,vwn", 4000), ("b3lyp", 4000), ("pbe", 1)])
+def test_mo_grid_kernel_equals_pyscf_response(xc, max_memory):
+    """The MO-basis XC kernel (cached MO grid values; max_memory=1 MB forces every block to be
+    recomputed) and the low-rank DF exchange give PySCF's own response operator
+    (mf.gen_response) and the AO third-order term, to rounding."""
+    import molgraph.qm.response as R
+
+    mol, x, _ = R.build_mole(HOF, "6-31g*")
+    mf = R._make_scf(mol, x, R.resolve_xc(xc), density_fit=True, grids_level=2, conv_tol=1e-10,
+                     conv_tol_grad=1e-6)
+    R._run_scf(mf, "HOF")
+    c, occ = mf.mo_coeff, mf.mo_occ
+    co, cv = c[:, occ > 0], c[:, occ == 0]
+    u = np.random.default_rng(1).normal(size=(3, cv.shape[1], co.shape[1])) * 0.1
+    d = 2.0 * np.einsum("pa,kai,qi->kpq", cv, u, co)
+    dms = d + d.transpose(0, 2, 1)
+    kernel = R._MOGridKernel(mf, cv, co, max_memory)
+    assert all(blk is None for blk in kernel.cache) == (max_memory == 1)
+    v_ref = mf.gen_response(c, occ, hermi=1)(dms)
+    v_jk = R._jk_response(mf)(dms)
+    order = np.concatenate([np.where(occ == 0)[0], np.where(occ > 0)[0]])
+    full = kernel.full(u)
+    ref = np.einsum("pm,kpq,qn->kmn", c, v_ref - v_jk, c)[np.ix_(range(3), order, order)]
+    scale = np.abs(ref).max()
+    assert scale > 1e-3
+    np.testing.assert_allclose(full, ref, atol=1e-11 * scale)
+    nvir = cv.shape[1]
+    np.testing.assert_allclose(kernel(u), ref[:, :nvir, nvir:], atol=1e-11 * scale)
+    g_ao = R._xc_third_order(mf, mf.make_rdm1(), dms, max_memory=2000)
+    g_mo = kernel.third_order(u)
+    assert np.abs(g_ao).max() > 1e-3
+    np.testing.assert_allclose(g_mo, g_ao, atol=1e-9 * np.abs(g_ao).max())
 
 
 # --------------------------------------------------------------------------- published reference
