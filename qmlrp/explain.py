@@ -612,8 +612,9 @@ def select_representative(rs: RelevanceSet, k: int) -> list[tuple[int, str]]:
 
 def heatmap_stem(mol_id: str) -> str:
     """File name (without extension) of a molecule's heatmap: its id, with characters other
-    than letters, digits, '.', '_', '-' and ':' replaced by '_'."""
-    return "".join(c if c.isalnum() or c in "._-:" else "_" for c in mol_id)
+    than letters, digits, '.', '_' and '-' replaced by '_' ('qm9:176' -> 'qm9_176'; a ':' is not
+    allowed in Windows file names and reads as a URL scheme in a bare link)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in mol_id)
 
 
 def draw_heatmaps(rs: RelevanceSet, inputs: Inputs, chosen: list[tuple[int, str]], out: Path, unit: str,
