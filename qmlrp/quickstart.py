@@ -1,9 +1,10 @@
 """`qmlrp quickstart`: the data stage of the pipeline on the embedded QM9, end to end.
 
-Featurizes a seeded sample of QM9 into the cache, writes the 10-fold split the later stages
-train on, measures the Molecular Graph (how often each of the 12 feature groups is active,
-target statistics) and writes `report.html` with its figures. Training (gcnn) and
-explanation (lrp) stages are added to this command as those packages land.
+Featurizes a seeded sample of QM9 into the cache, writes the 10-fold split, trains a weave
+network for alpha on fold 0, explains its test molecules with LRP (group relevance here, and the
+full `qmlrp explain` output with heatmaps and faithfulness under `explain/`), measures the
+Molecular Graph (how often each of the 12 feature groups is active, target statistics) and
+writes `report.html` with its figures.
 """
 from __future__ import annotations
 
@@ -148,6 +149,13 @@ def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=N
     kf.save(out / "split_10fold.json")
     print("[3/5] training a weave network for alpha on fold 0, explaining its test molecules with LRP")
     model_info = _train_and_explain(ds, kf, out, seed, epochs)
+    print("      heatmaps, faithfulness and the explanation report (qmlrp explain)")
+    from .explain import run as explain_run
+
+    atomic_write_text(out / "test_ids.txt", "\n".join(str(int(i)) for i in kf.fold(0).test) + "\n")
+    explain_run(out / model_info["model_dir"], out / "explain", ids_file=str(out / "test_ids.txt"), heatmaps=6, faithfulness=100,
+                cache_root=cache_root, progress=False, log=lambda m: print(f"      {m}"))
+    model_info["explain_report"] = "explain/report.html"
     print("[4/5] measuring feature groups and targets")
     groups = group_statistics(ds)
     alpha, zpve = ds.target("alpha_bohr3"), ds.target("zpve_ev")
@@ -195,6 +203,8 @@ summed into the 12 feature groups: mean relevance per molecule and the group's s
 absolute relevance. Relevance + absorbed = explained to {model_info['max_conservation_error']:.1e}.</p>
 <table><tr><th>group</th><th>mean relevance</th><th>share of |relevance|</th></tr>{model_rows}</table>
 <p><img src="{model_info['figure']}" alt="group relevance" width="720"></p>
+<p>The same model explained by <code>qmlrp explain</code>: bootstrap confidence intervals, heatmaps of
+typical and extreme molecules, and the faithfulness check: <a href="{model_info['explain_report']}">explain/report.html</a>.</p>
 <h2>Targets</h2><table><tr><th>target</th><th>mean</th><th>std</th><th>min</th><th>max</th></tr>{trows}</table>
 <p><img src="{figures[1]}" alt="target distributions" width="900"></p>
 <h2>Split</h2><p>Seeded shuffle into 10 uniform bins: <a href="split_10fold.json">split_10fold.json</a>

@@ -72,9 +72,11 @@ def test_quickstart_writes_a_report(tmp_path, cache):
     assert (out / "model_alpha" / "weights.pt").exists() and model["epochs"] == 3
     assert abs(sum(g["share"] for g in model["groups"].values()) - 1) < 1e-6
     for link in ("feature_groups.png", "targets.png", "group_relevance.png", "split_10fold.json", "summary.json",
-                 "model_alpha/config.json"):
+                 "model_alpha/config.json", "explain/report.html"):
         assert f'"{link}"' in page and (out / link).exists()
     assert (out / "feature_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    explained = json.loads((out / "explain" / "summary.json").read_text())
+    assert explained["n_molecules"] == model["n_test"] and list((out / "explain" / "heatmaps").glob("*.svg"))
 
 
 def test_console_script_is_installed():
