@@ -392,6 +392,7 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
            "host": platform.node()}
     write_manifest(out, run)  # a killed run stays on record, with finished = null
     n_ok, n_failed, n_submitted = 0, len(unprepared), 0
+    timed_out: set[str] = set()  # stems given up on; one may still finish before its worker restarts
     stopped = False
     deadline = t_start + 60 * limit_minutes if limit_minutes is not None else None
     if tasks and deadline is not None and time.time() >= deadline:
@@ -460,6 +461,7 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
                                 except Exception as exc:  # the molecule is recorded either way
                                     log(f"could not restart worker {busy}: {exc}")
                             n_failed += 1
+                            timed_out.add(task["id"])
                             bar.write(f"FAILED {task['name']}: {r['error']}")
                             bar.update(1)
                             bar.set_postfix(failed=n_failed)
@@ -474,6 +476,8 @@ def run_farm(molecules: Sequence[Molecule], out: str | os.PathLike, spec: LabelS
             if cluster is not None:
                 cluster.close()
     done_now = _existing(res_dir)
+    late = timed_out & set(done_now)  # finished in the moment between the timeout and the restart
+    n_ok, n_failed = n_ok + len(late), n_failed - len(late)
     failures = _failure_list(fail_dir, done_now)
     n_left = len([s for s in todo if s not in done_now and s not in {f["id"] for f in failures}])
     summary = FarmSummary(out, key, len(stems), n_skip_done, n_skip_failed, n_submitted, n_ok, n_failed,
