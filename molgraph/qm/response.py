@@ -457,18 +457,22 @@ class _MOGridKernel:
         mo = (ao @ self.cvo).reshape(self.ncomp, p1 - p0, -1)
         return np.ascontiguousarray(mo[:, :, :self.nvir]), np.ascontiguousarray(mo[:, :, self.nvir:])
 
+    def _chunks(self):
+        """(start, stop, MO values of the virtuals, of the occupied) over the grid in chunks of
+        at most 2,048 points (small enough to keep the temporaries in cache), from the cached
+        blocks or recomputed for the blocks beyond the memory budget."""
+        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
+            mv, mocc = self._mo_values(p0, p1) if mo_blk is None else mo_blk
+            for q0 in range(0, p1 - p0, 2048):
+                q1 = min(q0 + 2048, p1 - p0)
+                yield p0 + q0, p0 + q1, mv[:, q0:q1], mocc[:, q0:q1]
+
     def __call__(self, u):
         k, nvir, nocc = u.shape
-        comp = self.ncomp
         out = np.zeros((nvir, k * nocc))
         ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
-        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
-            if mo_blk is None:
-                mo_blk = self._mo_values(p0, p1)
-            mv, mocc = mo_blk
-            for q0 in range(0, p1 - p0, 2048):  # sub-blocks keep the temporaries in cache
-                q1 = min(q0 + 2048, p1 - p0)
-                out += self._block(mv[:, q0:q1], mocc[:, q0:q1], ut, k, p0 + q0, p0 + q1)
+        for g0, g1, mv, mocc in self._chunks():
+            out += self._block(mv, mocc, ut, k, g0, g1)
         return out.reshape(nvir, k, nocc).transpose(1, 0, 2)
 
     def _block(self, mv, mocc, ut, k, p0, p1):
@@ -514,16 +518,11 @@ class _MOGridKernel:
         k, nvir, nocc = u.shape
         out = np.zeros((k, k, k))
         ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
-        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
-            if mo_blk is None:
-                mo_blk = self._mo_values(p0, p1)
-            mv, mocc = mo_blk
-            for q0 in range(0, p1 - p0, 2048):
-                q1 = min(q0 + 2048, p1 - p0)
-                r = self._rho1(mv[:, q0:q1], mocc[:, q0:q1], ut, k).transpose(2, 0, 1)  # (k, comp, ng)
-                t = np.einsum("abcg,xag->xbcg", self.wkxc[..., p0 + q0:p0 + q1], r)
-                t = np.einsum("xbcg,ybg->xycg", t, r)
-                out += np.einsum("xycg,zcg->xyz", t, r)
+        for g0, g1, mv, mocc in self._chunks():
+            r = self._rho1(mv, mocc, ut, k).transpose(2, 0, 1)  # (k, comp, ng)
+            t = np.einsum("abcg,xag->xbcg", self.wkxc[..., g0:g1], r)
+            t = np.einsum("xbcg,ybg->xycg", t, r)
+            out += np.einsum("xycg,zcg->xyz", t, r)
         return out
 
     def full(self, u):
@@ -533,21 +532,16 @@ class _MOGridKernel:
         comp, nmo = self.ncomp, nvir + nocc
         out = np.zeros((k, nmo, nmo))
         ut = u.transpose(1, 0, 2).reshape(nvir, k * nocc)
-        for (p0, p1), mo_blk in zip(self.blocks, self.cache):
-            if mo_blk is None:
-                mo_blk = self._mo_values(p0, p1)
-            mv, mocc = mo_blk
-            for q0 in range(0, p1 - p0, 2048):
-                q1 = min(q0 + 2048, p1 - p0)
-                a = np.concatenate([mv[:, q0:q1], mocc[:, q0:q1]], axis=2)  # (comp, ng, nmo)
-                wv = self._wv(mv[:, q0:q1], mocc[:, q0:q1], ut, k, p0 + q0, p0 + q1)
-                for j in range(k):
-                    b = np.empty_like(a)
-                    b[0] = wv[0, :, j, None] * a[0]
-                    for c in range(1, comp):
-                        b[0] += wv[c, :, j, None] * a[c]
-                        b[c] = wv[c, :, j, None] * a[0]
-                    out[j] += a.reshape(-1, nmo).T @ b.reshape(-1, nmo)
+        for g0, g1, mv, mocc in self._chunks():
+            a = np.concatenate([mv, mocc], axis=2)  # (comp, ng, nmo)
+            wv = self._wv(mv, mocc, ut, k, g0, g1)
+            for j in range(k):
+                b = np.empty_like(a)
+                b[0] = wv[0, :, j, None] * a[0]
+                for c in range(1, comp):
+                    b[0] += wv[c, :, j, None] * a[c]
+                    b[c] = wv[c, :, j, None] * a[0]
+                out[j] += a.reshape(-1, nmo).T @ b.reshape(-1, nmo)
         return out
 
 
