@@ -79,3 +79,135 @@ class AtomSum(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(1)
+
+
+class _HistogramSum(torch.autograd.Function):
+    """AtomSum(Mask(GaussianHistogram(x), mask)) in one pass, chunk by chunk: the (B, N, F, n)
+    memberships are never held whole, so every pass over them stays in the CPU's cache, and the
+    backward pass recomputes them instead of saving them. Same function as the three modules
+    (tests compare the two in float64); used for training and plain prediction, never under LRP
+    (see `histogram_sum`)."""
+
+    @staticmethod
+    def _memberships(x, mu4, inv4, logs4):
+        # (n, b, N, F), the bins first so that every element-wise pass runs over long contiguous rows
+        z = (x.unsqueeze(0) - mu4).mul_(inv4)
+        logp = torch.addcmul(-logs4, z, z, value=-0.5)  # -z^2 / 2 - log sigma
+        logp.sub_(logp.amax(0, keepdim=True))  # stable normalization, as GaussianHistogram
+        # memberships below e^-80 of the largest become e^-80 (< 2e-35, so the sum and the result
+        # move by less than that): exp of an underflowing argument takes a slow path ~15x slower
+        p = logp.clamp_(min=-80.0).exp_()
+        return p.div_(p.sum(0, keepdim=True))
+
+    @staticmethod
+    def _chunks(x, chunk_bytes):
+        b, n_atoms, f = x.shape
+        per_molecule = max(1, n_atoms * f * x.element_size())
+        return max(1, chunk_bytes // (per_molecule * 11))
+
+    @staticmethod
+    def forward(ctx, x, mask, mu, sigma, chunk_bytes):
+        n = mu.shape[0]
+        shape = (n, 1, 1, 1)
+        mu4, inv4, logs4 = mu.view(shape), (1 / sigma).view(shape), torch.log(sigma).view(shape)
+        m = mask.to(x.dtype)
+        out = x.new_empty(x.shape[0], x.shape[2], n)  # (B, F, n)
+        step = _HistogramSum._chunks(x, chunk_bytes)
+        for s in range(0, x.shape[0], step):
+            p = _HistogramSum._memberships(x[s:s + step], mu4, inv4, logs4)
+            p.mul_(m[None, s:s + step, :, None])
+            out[s:s + step] = p.sum(2).permute(1, 2, 0)
+        ctx.save_for_backward(x, m, mu, sigma)
+        ctx.chunk_bytes = chunk_bytes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        # d/dx sum_k g_k p_k = sum_k p_k (g_k - gbar) a_k with gbar = sum_j p_j g_j and
+        # a_k = (mu_k - x) / sigma_k^2 (the softmax form: the differences are taken on g, not on a);
+        # the sums over bins weighted by mu_k / sigma_k^2 and 1 / sigma_k^2 are one matrix product
+        x, m, mu, sigma = ctx.saved_tensors
+        n = mu.shape[0]
+        shape = (n, 1, 1, 1)
+        mu4, inv4, logs4 = mu.view(shape), (1 / sigma).view(shape), torch.log(sigma).view(shape)
+        inv2 = 1 / (sigma * sigma)
+        w = torch.stack([mu * inv2, inv2])  # (2, n)
+        dx = torch.empty_like(x)
+        step = _HistogramSum._chunks(x, ctx.chunk_bytes)
+        for s in range(0, x.shape[0], step):
+            xc = x[s:s + step]
+            p = _HistogramSum._memberships(xc, mu4, inv4, logs4)  # (n, b, N, F)
+            g = grad[s:s + step].permute(2, 0, 1).unsqueeze(2)  # (n, b, 1, F)
+            t = p * g
+            q = t.addcmul_(p, t.sum(0, keepdim=True), value=-1)  # p_k (g_k - gbar)
+            qw = (w @ q.view(n, -1)).view(2, *xc.shape)
+            dx[s:s + step] = (qw[0] - xc * qw[1]) * m[s:s + step, :, None]
+        return dx, None, None, None, None
+
+
+def histogram_sum(x: torch.Tensor, mask: torch.Tensor, histogram: GaussianHistogram,
+                  chunk_bytes: int = 1 << 20) -> torch.Tensor:
+    """sum over atoms of mask * histogram(x): (B, N, F), (B, N) -> (B, F, n), fused (see
+    _HistogramSum). `chunk_bytes` sizes the pieces of the (n, b, N, F) memberships, about one
+    core's L2 cache."""
+    return _HistogramSum.apply(x, mask, histogram.mu.to(x.dtype), histogram.sigma.to(x.dtype), chunk_bytes)
+
+
+class _SummedPairUpdate(torch.autograd.Function):
+    """sum_j mask_ij relu(pairs_ij W^T + b + u_i + u_j): a weave module's pair update (pp, both
+    orders of u = ap(atoms), ReLU, pair mask) followed by the next module's PairSum, chunk by
+    chunk, so that the (B, N, N, H) pair tensor is never held whole and its passes stay in the
+    CPU's cache; the backward pass recomputes each chunk. Same function as the modules (tests
+    compare the two in float64)."""
+
+    @staticmethod
+    def _pre(pairs, u, weight, bias):
+        b, n, _, f = pairs.shape
+        z = torch.addmm(bias, pairs.reshape(-1, f), weight.t()).view(b, n, n, -1)
+        return z.add_(u[:, :, None, :]).add_(u[:, None, :, :])
+
+    @staticmethod
+    def _step(pairs, weight, chunk_bytes):
+        b, n = pairs.shape[:2]
+        return max(1, chunk_bytes // max(1, n * n * weight.shape[0] * pairs.element_size()))
+
+    @staticmethod
+    def forward(ctx, pairs, u, weight, bias, pair_mask, chunk_bytes):
+        m = pair_mask.to(pairs.dtype)
+        out = u.new_empty(u.shape)
+        step = _SummedPairUpdate._step(pairs, weight, chunk_bytes)
+        for s in range(0, pairs.shape[0], step):
+            z = _SummedPairUpdate._pre(pairs[s:s + step], u[s:s + step], weight, bias).relu_()
+            out[s:s + step] = z.mul_(m[s:s + step, :, :, None]).sum(2)
+        ctx.save_for_backward(pairs, u, weight, bias, m)
+        ctx.chunk_bytes = chunk_bytes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        pairs, u, weight, bias, m = ctx.saved_tensors
+        need_pairs = ctx.needs_input_grad[0]
+        d_pairs = torch.empty_like(pairs) if need_pairs else None
+        d_u = torch.empty_like(u)
+        d_w = torch.zeros_like(weight)
+        d_b = torch.zeros_like(bias)
+        f = pairs.shape[-1]
+        step = _SummedPairUpdate._step(pairs, weight, ctx.chunk_bytes)
+        for s in range(0, pairs.shape[0], step):
+            pc = pairs[s:s + step]
+            z = _SummedPairUpdate._pre(pc, u[s:s + step], weight, bias)
+            g = (z > 0).to(z.dtype).mul_(m[s:s + step, :, :, None]).mul_(grad[s:s + step, :, None, :])  # (b, N, N, H)
+            d_u[s:s + step] = g.sum(2) + g.sum(1)
+            g2 = g.view(-1, g.shape[-1])
+            d_w.addmm_(g2.t(), pc.reshape(-1, f))
+            d_b.add_(g2.sum(0))
+            if need_pairs:
+                d_pairs[s:s + step] = (g2 @ weight).view(pc.shape)
+        return d_pairs, d_u, d_w, d_b, None, None
+
+
+def summed_pair_update(pairs: torch.Tensor, u: torch.Tensor, linear: nn.Linear, pair_mask: torch.Tensor,
+                       chunk_bytes: int = 1 << 20) -> torch.Tensor:
+    """(B, N, N, Fp) pairs, (B, N, H) u = ap(atoms), the pp Linear, (B, N, N) pair mask ->
+    (B, N, H): PairSum(Mask(ReLU(BothOrders(u) + pp(pairs)))), fused (see _SummedPairUpdate)."""
+    return _SummedPairUpdate.apply(pairs, u, linear.weight, linear.bias, pair_mask, chunk_bytes)

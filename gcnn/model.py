@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .layers import Add, AtomSum, BothOrders, GaussianHistogram, Mask, PairSum
+from .layers import Add, AtomSum, BothOrders, GaussianHistogram, Mask, PairSum, histogram_sum, summed_pair_update
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -76,14 +76,25 @@ class WeaveLayer(nn.Module):
             self.ap, self.pp = nn.Linear(fa, hp, bias=False), nn.Linear(fp, hp)
             self.both_orders, self.add_pairs, self.act_pairs, self.mask_pairs = BothOrders(), Add(), act(), Mask()
 
-    def forward(self, atoms, pairs, atom_mask, pair_mask):
-        a = self.add_atoms(self.aa(atoms), self.pa(self.pair_sum(pairs)))  # (B, N, Ha)
+    def forward(self, atoms, pairs, atom_mask, pair_mask, summed_pairs=None, sum_output_pairs=False):
+        """`summed_pairs` (B, N, Fp), when given, stands for PairSum(pairs) (pairs may then be None);
+        `sum_output_pairs` returns PairSum of the pair output (B, N, Hp) instead of the pairs,
+        computed fused (`summed_pair_update`): WeaveNet does both when the next module updates no
+        pairs and no hook watches the modules involved."""
+        s = self.pair_sum(pairs) if summed_pairs is None else summed_pairs
+        a = self.add_atoms(self.aa(atoms), self.pa(s))  # (B, N, Ha)
         a = self.mask_atoms(self.act_atoms(a), atom_mask)
         if not self.update_pairs:
             return a, None
+        if sum_output_pairs:
+            return a, summed_pair_update(pairs, self.ap(atoms), self.pp, pair_mask)  # (B, N, Hp)
         p = self.add_pairs(self.both_orders(self.ap(atoms)), self.pp(pairs))  # (B, N, N, Hp)
         p = self.mask_pairs(self.act_pairs(p), pair_mask)
         return a, p
+
+    def fusable(self) -> bool:
+        """Whether the fused pair update computes this module's pairs: a ReLU module."""
+        return self.update_pairs and isinstance(self.act_pairs, nn.ReLU)
 
 
 class WeaveNet(nn.Module):
@@ -118,12 +129,31 @@ class WeaveNet(nn.Module):
         mask = atom_mask.bool()
         eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
         pair_mask = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, N, N)
-        a, p = atom_features, pair_features
-        for layer in self.layers:
-            a, p = layer(a, p, mask, pair_mask)
+        a, p, s = atom_features, pair_features, None
+        layers = list(self.layers)
+        for k, layer in enumerate(layers):
+            nxt = layers[k + 1] if k + 1 < len(layers) else None
+            fuse = (nxt is not None and not nxt.update_pairs and layer.fusable()
+                    and not self._watched(layer.both_orders, layer.add_pairs, layer.act_pairs, layer.mask_pairs,
+                                          layer.pp, layer.ap, nxt.pair_sum))
+            a, out = layer(a, p, mask, pair_mask, summed_pairs=s, sum_output_pairs=fuse)
+            p, s = (None, out) if fuse else (out, None)
         h = self.readout_act(self.readout(a))  # (B, N, R)
-        g = self.mask_histogram(self.histogram(h), mask)  # (B, N, R, n)
-        return self.head(self.flatten(self.atom_sum(g)))  # (B, n_outputs)
+        if self._watched(self.histogram, self.mask_histogram, self.atom_sum):
+            g = self.atom_sum(self.mask_histogram(self.histogram(h), mask))  # (B, R, n) via (B, N, R, n)
+        else:
+            g = histogram_sum(h, mask, self.histogram)  # the same (B, R, n), fused
+        return self.head(self.flatten(g))  # (B, n_outputs)
+
+    @staticmethod
+    def _watched(*modules: nn.Module) -> bool:
+        """True when a forward hook observes one of `modules` (LRP attaches its rules as hooks):
+        then the module-by-module path runs so that each sees its own input and output."""
+        from torch.nn.modules import module as base
+
+        if base._global_forward_hooks or base._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def config_json(config: WeaveConfig) -> str:

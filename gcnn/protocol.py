@@ -15,10 +15,12 @@ from .training import TrainConfig, Trainer
 
 def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
                    model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, deadline: float | None = None, folds: Sequence[int] | None = None) -> dict:
     """Train and test one model per fold into out/fold_<f>/ (a finished fold is skipped, an
-    interrupted one resumes at its last epoch); write cv.json and cv.csv with every fold's
-    metrics and the mean +- standard deviation; optionally out/final/ trained on all data."""
+    interrupted one resumes at its last epoch); write cv.json and cv.csv with every finished
+    fold's metrics and the mean +- standard deviation; optionally out/final/ trained on all data.
+    `deadline` (time.time()) stops at an epoch boundary before it, `folds` limits the work to
+    those folds; summary['complete'] says whether all k folds are done."""
     from molgraph import TARGETS, splits
 
     out = Path(out)
@@ -32,19 +34,31 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
     else:
         kf.save(split_path)
     rows = []
+    wanted = set(range(k) if folds is None else folds)
+    out_of_time = False
     for f in range(k):
         fold_dir = out / f"fold_{f}"
         sp = kf.fold(f)
         if not (fold_dir / "metrics.json").exists():
+            if out_of_time or f not in wanted:
+                continue
             log(f"fold {f + 1}/{k}: {len(sp.train)} train, {len(sp.val)} validation, {len(sp.test)} test")
             trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress)
-            trainer.fit(ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+            trainer.fit(ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
+                        deadline=deadline)
+            if not trainer.finished:
+                out_of_time = True
+                continue
             trainer.evaluate(ds.subset(sp.test))
         metrics = json.loads((fold_dir / "metrics.json").read_text())
         for t, m in metrics["targets"].items():
             rows.append({"fold": f, "target": t, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],
                          "n_train": metrics["n_train"], "n_test": metrics["n_test"]})
-    summary = {"k": k, "seed": seed, "split_digest": kf.digest, "folds": rows, "targets": {}}
+    done = sorted({r["fold"] for r in rows})
+    summary = {"k": k, "seed": seed, "split_digest": kf.digest, "complete": len(done) == k, "folds_done": done,
+               "folds": rows, "targets": {}}
+    if not rows:
+        return summary
     for t in config.targets:
         maes = np.array([r["mae"] for r in rows if r["target"] == t])
         summary["targets"][t] = {"unit": TARGETS[t].unit, "mae_mean": float(maes.mean()),
@@ -54,12 +68,13 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         w.writeheader()
         w.writerows(rows)
     (out / "cv.json").write_text(json.dumps(summary, indent=2))
-    if final:
+    if final and len(done) == k and not out_of_time:
         all_ids = np.sort(ds.ids)
         val = np.sort(np.random.default_rng(seed).permutation(all_ids)[: max(1, len(all_ids) // 10)])
         train = np.setdiff1d(all_ids, val)
         log(f"final model on all data: {len(train)} train, {len(val)} validation")
-        Trainer(out / "final", model_config, config, log=log, progress=progress).fit(ds.subset(train), ds.subset(val))
+        Trainer(out / "final", model_config, config, log=log, progress=progress).fit(ds.subset(train), ds.subset(val),
+                                                                                     deadline=deadline)
     return summary
 
 

@@ -32,7 +32,7 @@ from .model import WeaveConfig, WeaveNet
 class TrainConfig:
     targets: tuple[str, ...] = ("alpha_bohr3",)
     epochs: int = 100
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_factor: float = 0.5
@@ -74,6 +74,40 @@ def size_buckets(n_atoms: np.ndarray, batch_size: int, rng: np.random.Generator)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process (glibc malloc): by default glibc hands every block above its
+    mmap threshold back to the kernel when it is freed, so each batch's multi-MB tensors are
+    page-faulted in again, which cost a third of a CPU training step here. After this call large
+    blocks come from the heap and stay there (the resident size stays at its peak). Returns False
+    where there is no glibc (nothing changed)."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+        ok = libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_top_pad, 64 << 20)
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_TUNED = bool(ok)
+    return _ALLOCATOR_TUNED
+
+
+_ALLOCATOR_TUNED = False
+
+
+def read_batch(ds, indices):
+    """The MolBatch of dataset entries `indices`: `ds.batch` (vectorized, QM9Dataset) where the
+    dataset has it, else `collate` of its items."""
+    if hasattr(ds, "batch"):
+        return ds.batch(indices)
+    from molgraph import collate
+
+    return collate([ds[int(i)] for i in indices])
 
 
 def batches_in_order(n: int, batch_size: int) -> list[np.ndarray]:
@@ -148,15 +182,15 @@ def init_distributed() -> tuple[int, int]:
 def _outputs(models: Sequence[nn.Module], ds, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
     """(n_models, M, outputs): every model's outputs for every molecule, in dataset order; each
     batch is read and collated once for all models."""
-    from molgraph import collate
-
     for m in models:
         m.eval()
+    if hasattr(ds, "with_targets"):  # the inputs only: no target is read
+        ds = ds.with_targets(())
     out = []
     order = np.argsort(ds.n_atoms, kind="stable")
     with torch.no_grad():
         for idx in batches_in_order(len(order), batch_size):
-            b = collate([ds[int(i)] for i in order[idx]]).to(device)
+            b = read_batch(ds, order[idx]).to(device)
             out.append(torch.stack([m(b.atom_features, b.pair_features, b.atom_mask).float().cpu() for m in models]))
     pred = torch.cat(out, dim=1).numpy() if out else np.zeros((len(models), 0, 1), np.float32)
     back = np.empty_like(pred)
@@ -189,10 +223,15 @@ class Trainer:
             raise ValueError(f"model has {self.model_config.n_outputs} outputs; the targets need {self.config.n_outputs}")
         self.log, self.progress = log, progress
 
-    def fit(self, train_ds, val_ds, split_meta: dict | None = None, stop_after: int | None = None) -> "Trainer":
-        """Train; `stop_after` ends the call after that many epochs of this call (chunks)."""
-        from molgraph import TARGETS, collate
+    def fit(self, train_ds, val_ds, split_meta: dict | None = None, stop_after: int | None = None,
+            deadline: float | None = None) -> "Trainer":
+        """Train; `stop_after` ends the call after that many epochs of this call (chunks);
+        `deadline` (a time.time() value) ends it at the last epoch boundary before it, judged by
+        the previous epoch's duration. Either way the checkpoint resumes the run, and
+        `self.finished` says whether training is complete (epochs done or early stopping)."""
+        from molgraph import TARGETS
 
+        tune_allocator()
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         device = torch.device(c.device)
@@ -239,8 +278,15 @@ class Trainer:
         done_here = 0
         from tqdm.auto import tqdm
 
+        last_epoch_s = self._last_epoch_seconds()
+        self.stopped_for_time = False
         while state["epoch"] < c.epochs and state["bad_epochs"] < c.patience:
             if stop_after is not None and done_here >= stop_after:
+                break
+            if deadline is not None and last_epoch_s is not None and time.time() + 1.1 * last_epoch_s > deadline:
+                self.stopped_for_time = True
+                self.log(f"time limit: stopping {self.out} after epoch {state['epoch']} (an epoch takes "
+                         f"~{last_epoch_s:.0f} s); rerun the same command to resume")
                 break
             t0 = time.time()
             model.train()
@@ -248,9 +294,9 @@ class Trainer:
             if world > 1:  # each rank takes every world-th batch; equal counts keep the all-reduces in step
                 batches = batches[: len(batches) // world * world][rank::world]
             total, seen = 0.0, 0
-            bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=not self.progress, leave=False)
+            bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=None if self.progress else True, leave=False)  # None: off when not a terminal
             for idx in bar:
-                b = collate([train_ds[int(i)] for i in idx]).to(device)
+                b = read_batch(train_ds, idx).to(device)
                 y_b, m_b = _targets(b, c)
                 yt = (y_b - mean_t) / std_t
                 with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
@@ -285,12 +331,26 @@ class Trainer:
                                     "state": state, "meta": json.dumps(meta, sort_keys=True)}, ckpt)
             if world > 1:
                 torch.distributed.barrier()
+            last_epoch_s = time.time() - t0
             unit = TARGETS[c.targets[0]].unit
             if main:
                 self.log(f"epoch {state['epoch']}: train loss {row['train_loss']:.4f}, val MAE {val_mae:.4f} {unit}, "
                          f"{row['molecules_per_s']:.0f} training mol/s{' (rank 0)' if world > 1 else ''}")
         self.state_ = state
         return self
+
+    @property
+    def finished(self) -> bool:
+        s = getattr(self, "state_", None)
+        return s is not None and (s["epoch"] >= self.config.epochs or s["bad_epochs"] >= self.config.patience)
+
+    def _last_epoch_seconds(self) -> float | None:
+        path = self.out / "history.csv"
+        if not path.exists():
+            return None
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1]["seconds"]) if rows else None
 
     def evaluate(self, test_ds, device: str | None = None) -> dict:
         """Test metrics of the best weights, written to metrics.json."""
@@ -397,6 +457,7 @@ def _load_one(model_dir: Path, device: str):
 def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A model directory, or a directory of fold_*/ model directories (an ensemble: prediction
     = mean, uncertainty = spread), as a Predictor. Loads config + weights; never unpickles code."""
+    tune_allocator()
     root = Path(model_dir)
     dirs = [root] if (root / "config.json").exists() else sorted(p for p in root.glob("fold_*") if (p / "weights.pt").exists())
     if not dirs:

@@ -76,13 +76,23 @@ def collate(graphs: Sequence[MolGraph], pad_to: int | None = None) -> MolBatch:
         p[i, :k, :k] = g.pair_features
         pos[i, :k] = g.positions
         mask[i, :k] = True
+    targets, masks = collate_targets([g.targets for g in graphs], [g.name for g in graphs])
+    return MolBatch(x, p, mask, pos, torch.tensor(sizes), targets, masks, tuple(g.name for g in graphs))
+
+
+def collate_targets(per_molecule: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] = ()
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per-molecule target dicts -> (targets, target_masks) of a batch: scalars stacked to (B,),
+    variable-length vectors NaN-padded to (B, K) with a (B, K) mask, fixed-size ones stacked."""
     targets, masks = {}, {}
-    names = set(graphs[0].targets)
-    for g in graphs[1:]:
-        if set(g.targets) != names:
-            raise ValueError(f"graphs carry different targets: {sorted(names)} vs {sorted(g.targets)} ({g.name})")
-    for name in graphs[0].targets:
-        vals = [g.targets[name] for g in graphs]
+    b = len(per_molecule)
+    keys = set(per_molecule[0]) if per_molecule else set()
+    for k, t in enumerate(per_molecule[1:], 1):
+        if set(t) != keys:
+            raise ValueError(f"graphs carry different targets: {sorted(keys)} vs {sorted(t)} "
+                             f"({names[k] if k < len(names) else k})")
+    for name in (per_molecule[0] if per_molecule else ()):
+        vals = [t[name] for t in per_molecule]
         if vals[0].dim() == 1 and any(v.shape != vals[0].shape for v in vals):
             k = max(v.shape[0] for v in vals)
             t = torch.full((b, k), float("nan"), dtype=vals[0].dtype)
@@ -96,7 +106,7 @@ def collate(graphs: Sequence[MolGraph], pad_to: int | None = None) -> MolBatch:
             masks[name] = torch.ones(b, vals[0].shape[0], dtype=torch.bool)
         else:
             targets[name] = torch.stack(vals)
-    return MolBatch(x, p, mask, pos, torch.tensor(sizes), targets, masks, tuple(g.name for g in graphs))
+    return targets, masks
 
 
 def _triu(n: int, device=None):

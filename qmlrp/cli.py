@@ -169,8 +169,13 @@ def cmd_train(args) -> int:
     if rank == 0:
         splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
     trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr), progress=rank == 0)
-    trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+    trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
+                deadline=_deadline(args))
     if rank != 0:
+        return 0
+    if not trainer.finished:
+        print(f"stopped at epoch {trainer.state_['epoch']} of {args.epochs} (time limit); rerun the same command to "
+              f"resume -> {out}")
         return 0
     metrics = trainer.evaluate(ds.subset(sp.test))
     m = metrics["targets"][args.target]
@@ -189,11 +194,27 @@ def _check_target(cmd, target) -> bool:
     return True
 
 
+def _deadline(args):
+    import time
+
+    return None if args.limit_minutes is None else time.time() + 60 * args.limit_minutes
+
+
 def _train_config(args):
     import gcnn
 
     return gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
+
+
+def _fold_list(text, k):
+    if not text:
+        return None
+    folds = [int(f) for f in text.split(",") if f.strip()]
+    bad = [f for f in folds if not 0 <= f < k]
+    if bad:
+        raise SystemExit(f"qmlrp cv: --only-folds {bad} outside 0..{k - 1}")
+    return folds
 
 
 def cmd_cv(args) -> int:
@@ -203,9 +224,14 @@ def cmd_cv(args) -> int:
         return 2
     ds = _load(args)
     summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
-                                  log=lambda m: print(m, file=sys.stderr))
+                                  log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
+                                  folds=_fold_list(args.only_folds, args.folds))
     for r in summary["folds"]:
         print(f"fold {r['fold']}: MAE {r['mae']:.4f} {r['unit']} (n_test {r['n_test']})")
+    if not summary["complete"]:
+        print(f"{len(summary['folds_done'])} of {args.folds} folds done (time limit or --only-folds); rerun the same "
+              f"command to go on -> {args.out}")
+        return 0
     t = summary["targets"][args.target]
     print(f"{args.target}: {args.folds}-fold MAE {t['mae_mean']:.4f} +- {t['mae_std']:.4f} {t['unit']} -> {args.out}/cv.json;"
           f" ensemble of the fold models: qmlrp predict --model {args.out}")
@@ -348,9 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target", required=True, help="e.g. alpha_bohr3, zpve_ev")
         p.add_argument("--out", required=True, help="output directory (rerunning the command resumes)")
         p.add_argument("--epochs", type=int, default=100)
-        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
+        p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
+                       "many minutes (rerun the same command to resume)")
 
     t = sub.add_parser("train", help="train a weave network on QM9 for one target")
     training_args(t)
@@ -363,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_args(cv)
     cv.add_argument("--folds", type=int, default=10)
     cv.add_argument("--final", action="store_true", help="also train one model on all data into OUT/final")
+    cv.add_argument("--only-folds", help="comma-separated folds to work on in this run, e.g. 0 or 0,1 (default all)")
     cv.set_defaults(func=cmd_cv)
 
     lc = sub.add_parser("learning-curve", help="test MAE against training-set size on a fixed test set")

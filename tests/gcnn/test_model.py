@@ -94,3 +94,75 @@ def test_lrp_through_weavenet_conserves_and_reaches_both_inputs(net, graphs):
         # padding receives no relevance
         pad = ~batch.atom_mask
         assert float(ra[pad].abs().sum()) == 0 and float(rp[pad].abs().sum()) == 0
+
+
+class _module_path:
+    """No-op forward hooks on the histogram and on the last pair update select the module-by-module
+    path (LRP's hooks do the same)."""
+
+    def __init__(self, net):
+        self.handles = [net.histogram.register_forward_hook(lambda *a: None),
+                        net.layers[-2].pp.register_forward_hook(lambda *a: None)]
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+@SETTINGS
+@given(ids=st.lists(st.sampled_from(QM9_IDS), min_size=1, max_size=8), pad=st.integers(0, 3),
+       scale=st.floats(0.1, 30.0), n_layers=st.integers(2, 3))
+def test_fused_readout_and_pair_update_are_the_module_path_in_value_and_gradient(graphs, ids, pad, scale, n_layers):
+    # scale widens the readout's values: large ones push memberships below e^-80 (the clamp)
+    torch.manual_seed(1)
+    net = WeaveNet(n_layers=n_layers).double()
+    with torch.no_grad():
+        net.readout.weight.mul_(scale)
+    gs = [graphs[i] for i in ids]
+    b = collate(gs, pad_to=max(g.n_atoms for g in gs) + pad)
+    results = []
+    for module_path in (False, True):
+        hooks = _module_path(net) if module_path else None
+        a = b.atom_features.double().requires_grad_()
+        p = b.pair_features.double().requires_grad_()
+        y = net(a, p, b.atom_mask)
+        weights = torch.linspace(-1, 2, y.numel(), dtype=y.dtype).view_as(y)
+        grads = torch.autograd.grad((y * weights).sum(), (a, p, *net.parameters()))
+        results.append((y.detach(), *grads))
+        if hooks:
+            hooks.remove()
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-10)  # the outputs
+    for fused, modules in zip(results[0][1:], results[1][1:]):  # gradients: sums of many terms, to their scale
+        torch.testing.assert_close(fused, modules, rtol=1e-10, atol=1e-10 * max(1.0, float(modules.abs().max())))
+
+
+def test_fused_readout_matches_on_qm9_batches_and_trains_the_same_weights(tmp_path):
+    from molgraph import qm9
+
+    ds = qm9.load(ids=range(1, 301), cache_root=tmp_path, workers=1, progress=False, log=lambda m: None)
+    torch.manual_seed(2)
+    nets = [WeaveNet().double() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    hook = _module_path(nets[1])
+    opts = [torch.optim.SGD(n.parameters(), lr=1e-3) for n in nets]
+    for start in range(0, len(ds), 100):
+        b = ds.batch(range(start, min(start + 100, len(ds))))
+        for n, o in zip(nets, opts):
+            y = n(b.atom_features.double(), b.pair_features.double(), b.atom_mask)
+            o.zero_grad()
+            ((y[:, 0] - b.targets["alpha_bohr3"]) ** 2).mean().backward()
+            o.step()
+    hook.remove()
+    for (k, v0), v1 in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        torch.testing.assert_close(v0, v1, rtol=1e-10, atol=1e-10, msg=k)
+
+
+def test_lrp_sees_every_readout_module(graphs):
+    """Under LRP the hooks select the module path: the histogram's rule is applied (it absorbs)."""
+    torch.manual_seed(0)
+    net = WeaveNet().double().eval()
+    b = collate([graphs[q] for q in QM9_IDS[:6]])
+    e = lrp.explain(net, (b.atom_features.double(), b.pair_features.double(), b.atom_mask), composite="epsilon",
+                    track_absorbed=True)
+    assert "histogram" in e.absorbed_by
+    assert float(e.conservation_error().max()) < 1e-8

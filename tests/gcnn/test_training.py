@@ -189,3 +189,36 @@ def test_vector_target_frequency_sets(tmp_path, data, capsys):
         gcnn.TrainConfig(targets=("freqs_cm1", "zpve_ev"))
     with pytest.raises(ValueError, match="unknown target"):
         gcnn.TrainConfig(targets=("freqs",))
+
+
+def test_a_time_limit_stops_at_an_epoch_boundary_and_the_run_resumes_to_the_same_weights(tmp_path, data):
+    import time
+
+    ds, train, val, _ = data
+    _trainer(tmp_path / "a", 4).fit(train, val)
+    t = _trainer(tmp_path / "b", 4).fit(train, val, stop_after=1)
+    assert not t.finished
+    # the previous epoch's duration says the next one cannot finish before the deadline
+    t = _trainer(tmp_path / "b", 4).fit(train, val, deadline=time.time() + 1e-3)
+    assert t.stopped_for_time and not t.finished and t.state_["epoch"] == 1
+    t = _trainer(tmp_path / "b", 4).fit(train, val, deadline=time.time() + 3600)
+    assert t.finished and not t.stopped_for_time
+    a = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # cross-validation under a deadline: unfinished folds are neither tested nor summarized
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=2, batch_size=16, seed=0)
+    kw = dict(k=3, model_config=gcnn.WeaveConfig(**SMALL), log=lambda m: None, progress=False)
+    part = gcnn.cross_validate(ds, tmp_path / "cv", cfg, folds=[0], **kw)
+    assert part["folds_done"] == [0] and not part["complete"] and not (tmp_path / "cv" / "fold_1").exists()
+    part = gcnn.cross_validate(ds, tmp_path / "cv", cfg, deadline=time.time() - 1, **kw)
+    assert part["folds_done"] == [0] and not part["complete"]
+    assert not (tmp_path / "cv" / "fold_1" / "metrics.json").exists()
+    full = gcnn.cross_validate(ds, tmp_path / "cv", cfg, **kw)
+    assert full["complete"] and full["folds_done"] == [0, 1, 2]
+
+
+def test_tune_allocator_is_idempotent():
+    assert gcnn.tune_allocator() in (True, False)
+    assert gcnn.tune_allocator() == gcnn.tune_allocator()

@@ -134,3 +134,29 @@ def test_original_source_gives_the_same_dataset_and_lists_failures(tmp_path, sma
         for k in ("alpha_bohr3", "zpve_ev", "freqs_cm1", "u0_ev"):
             torch.testing.assert_close(a.targets[k], b.targets[k], rtol=0, atol=0)
     assert ds.report()["failed_fraction"] == pytest.approx(2 / len(IDS))
+
+
+def test_batch_reads_exactly_what_collate_of_the_molecules_gives(small):
+    from molgraph import collate
+
+    rng = np.random.default_rng(0)
+    for targets in (None, ["alpha_bohr3", "zpve_ev"], []):
+        ds = small if targets is None else small.with_targets(targets)
+        for _ in range(4):
+            idx = rng.choice(len(ds), size=int(rng.integers(1, len(ds))), replace=False)
+            a, b = collate([ds[int(i)] for i in idx]), ds.batch(idx)
+            for f in ("atom_features", "pair_features", "atom_mask", "positions", "n_atoms"):
+                x, y = getattr(a, f), getattr(b, f)
+                assert x.dtype == y.dtype and torch.equal(x, y), f
+            assert list(a.targets) == list(b.targets) and list(a.target_masks) == list(b.target_masks)
+            for k in a.targets:
+                assert a.targets[k].dtype == b.targets[k].dtype
+                assert torch.equal(torch.nan_to_num(a.targets[k], nan=-7.0), torch.nan_to_num(b.targets[k], nan=-7.0)), k
+            for k in a.target_masks:
+                assert torch.equal(a.target_masks[k], b.target_masks[k])
+            assert a.names == b.names
+    assert torch.equal(small.batch([-1]).atom_features, small.batch([len(small) - 1]).atom_features)
+    with pytest.raises(IndexError):
+        small.batch([len(small)])
+    with pytest.raises(ValueError, match="at least one"):
+        small.batch([])
