@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")

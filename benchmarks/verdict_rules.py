@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from molgraph import GROUP_NAMES
-from qmlrp.compare import bootstrap_means, holm, rank_biserial, set_shares, wilcoxon_test
+from qmlrp.compare import set_shares
+from qmlrp.explain.statistics import bootstrap_means, holm, rank_biserial, wilcoxon_test
 
 
 def read(directory: str) -> dict[str, dict[str, np.ndarray]]:

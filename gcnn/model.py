@@ -12,7 +12,7 @@ Defaults and the choices made where Faber et al. are not explicit:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

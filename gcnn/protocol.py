@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from molgraph.storage import atomic_write_text
+
 from .model import WeaveConfig
 from .training import TrainConfig, Trainer
 
@@ -67,7 +69,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (out / "cv.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "cv.json", json.dumps(summary, indent=2))
     if final and len(done) == k and not out_of_time:
         all_ids = np.sort(ds.ids)
         val = np.sort(np.random.default_rng(seed).permutation(all_ids)[: max(1, len(all_ids) // 10)])

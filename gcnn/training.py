@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from molgraph.storage import atomic_torch_save, atomic_write_text
+
 from .model import WeaveConfig, WeaveNet
 
 
@@ -153,18 +155,6 @@ def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch
     return (torch.where(mask, pred - y, 0.0) ** 2).sum() / m.sum().clamp(min=1)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of a torch.distributed run (torchrun), else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -271,7 +261,7 @@ class Trainer:
             state = saved["state"]
             self.log(f"resuming {self.out} at epoch {state['epoch']}")
         if main:
-            self._write_config(meta)
+            self._write_config(meta, train_ds)
         mean_t, std_t = torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device)
         scaler = torch.amp.GradScaler(enabled=c.amp and device.type == "cuda")
         n_atoms = train_ds.n_atoms
@@ -318,7 +308,7 @@ class Trainer:
             if val_mae < state["best_val"]:
                 state.update(best_val=val_mae, best_epoch=state["epoch"], bad_epochs=0)
                 if main:
-                    _atomic_torch_save(net.state_dict(), self.out / "weights.pt")
+                    atomic_torch_save(net.state_dict(), self.out / "weights.pt")
             else:
                 state["bad_epochs"] += 1
             row = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "val_mae": val_mae,
@@ -326,7 +316,7 @@ class Trainer:
                    "molecules_per_s": round(seen / train_seconds, 1)}
             if main:
                 self._append_history(row)
-                _atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                atomic_torch_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                     "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
                                     "state": state, "meta": json.dumps(meta, sort_keys=True)}, ckpt)
             if world > 1:
@@ -368,7 +358,7 @@ class Trainer:
             for k, t in enumerate(self.config.targets):
                 metrics["targets"][t] = {"unit": TARGETS[t].unit,
                                          **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
-        (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
         return metrics
 
     # -- files
@@ -377,11 +367,12 @@ class Trainer:
                 "mean": [float(m) for m in mean], "std": [float(s) for s in std], "n_train": len(train_ds),
                 "n_val": len(val_ds), "split": split_meta or {}, "featurizer_version": train_ds.manifest["featurizer_version"]}
 
-    def _write_config(self, meta: dict) -> None:
+    def _write_config(self, meta: dict, train_ds=None) -> None:
         from molgraph import TARGETS
 
         cfg = {**meta, "units": {t: TARGETS[t].unit for t in meta["targets"]}, "format": "qmlrp-weave-1"}
-        _atomic_text(self.out / "config.json", json.dumps(cfg, indent=2))
+        cfg["inputs"] = _inputs_record(train_ds)
+        atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
 
     def _cfg(self) -> dict:
         return json.loads((self.out / "config.json").read_text())
@@ -394,6 +385,25 @@ class Trainer:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def _inputs_record(ds) -> dict:
+    """What rebuilds the model's inputs and targets, for config.json: the featurized source and,
+    for targets from a QM label table (--labels), that table's path and SHA-256. Not part of the
+    checkpoint's identity (runs started before this record existed resume unchanged)."""
+    import hashlib
+
+    if ds is None or not hasattr(ds, "manifest"):
+        return {}
+    m = ds.manifest
+    rec = {"dataset": "qm9", "source": m.get("source"), "source_checksum": m.get("source_checksum"),
+           "featurizer_version": m.get("featurizer_version")}
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        path = Path(labels.source)
+        rec["labels"] = {"table": str(path), "absolute": str(path.resolve()),
+                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
+    return rec
 
 
 class Predictor:
@@ -454,12 +464,29 @@ def _load_one(model_dir: Path, device: str):
     return model.to(device).eval(), cfg
 
 
+def model_dirs(root: str | os.PathLike) -> list[Path]:
+    """The model directories of `root`: [root] for a model directory (config.json), else its
+    fold_*/ members with config.json and weights.pt, in numeric fold order (fold_2 before
+    fold_10; names with a non-numeric tail after them, by name). [] when there are none. The one
+    lister of fold folders (prediction, explain, stability)."""
+    root = Path(root)
+    if (root / "config.json").exists():
+        return [root]
+    members = [p for p in root.glob("fold_*") if (p / "weights.pt").exists() and (p / "config.json").exists()]
+
+    def order(p):
+        tail = p.name.split("_", 1)[1]
+        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
+
+    return sorted(members, key=order)
+
+
 def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A model directory, or a directory of fold_*/ model directories (an ensemble: prediction
     = mean, uncertainty = spread), as a Predictor. Loads config + weights; never unpickles code."""
     tune_allocator()
     root = Path(model_dir)
-    dirs = [root] if (root / "config.json").exists() else sorted(p for p in root.glob("fold_*") if (p / "weights.pt").exists())
+    dirs = model_dirs(root)
     if not dirs:
         raise FileNotFoundError(f"{root}: no config.json + weights.pt, and no fold_*/ model directories")
     loaded = [_load_one(d, device) for d in dirs]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .features import ATOM_TYPES, FEATURE_GROUPS, MAX_GRAPH_DISTANCE, N_ATOM_FEATURES, N_PAIR_FEATURES, RING_SIZES
-from .molecule import ATOMIC_NUMBER, ELEMENTS, Molecule
+from .molecule import ELEMENTS, Molecule
 
 FEATURIZER_VERSION = "mg-1"
 NO_PATH = 127  # graph distance code for atoms in different fragments

@@ -105,8 +105,6 @@ def _parse_block(block: list[str], source: str, index: int) -> Molecule:
     n = int(block[0].split()[0])
     comment = block[1]
     if comment.split()[:1] == ["gdb"]:
-        from .qm9_sources import parse_qm9_block
-
         return parse_qm9_block(block, source, index)
     elements, coords = [], []
     for k, line in enumerate(block[2: 2 + n]):
@@ -192,7 +190,6 @@ def iter_sdf(path: PathOrText) -> Iterator[Molecule | MoleculeError]:
 
 
 def _from_rdkit(mol, source: str, index: int) -> Molecule:
-    from rdkit import Chem
 
     name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
     if mol.GetNumAtoms() == 0:
@@ -266,3 +263,56 @@ def write_xyz(molecules, path: PathOrText | None = None) -> str:
 
         atomic_write_text(path, text)
     return text
+
+
+# --------------------------------------------------------------------------- QM9's extended XYZ
+SCALAR_PROPERTIES = (
+    "rot_a_ghz", "rot_b_ghz", "rot_c_ghz", "mu_debye", "alpha_bohr3", "homo_ha", "lumo_ha",
+    "gap_ha", "r2_bohr2", "zpve_ha", "u0_ha", "u_ha", "h_ha", "g_ha", "cv_cal_molk",
+)
+
+
+def parse_qm9_block(block: list[str], source: str, index: int | None = None) -> Molecule:
+    """Lines of one original QM9 file -> Molecule.
+
+    Layout: atom count; `gdb <id>` and 15 properties; n lines `El x y z q_Mulliken`;
+    harmonic frequencies; `GDB-SMILES  relaxed-SMILES`; `GDB-InChI  relaxed-InChI`.
+    """
+    try:
+        n = int(block[0].split()[0])
+    except (ValueError, IndexError):
+        raise MoleculeError(source, index, "first line must be the atom count") from None
+    if len(block) < n + 5:
+        raise MoleculeError(source, index, f"truncated QM9 record: expected {n + 5} lines, got {len(block)}")
+    head = block[1].split()
+    if len(head) != 17 or head[0] != "gdb":
+        raise MoleculeError(source, index, f"properties line must be 'gdb <id>' and 15 numbers, got {len(head) - 2} numbers")
+    try:
+        qid = int(head[1])
+        props: dict = {"qm9_id": qid}
+        props.update(zip(SCALAR_PROPERTIES, (parse_float(t) for t in head[2:])))
+        elements, coords, mull = [], [], []
+        for k, line in enumerate(block[2: 2 + n]):
+            parts = line.split()
+            if len(parts) != 5:
+                raise MoleculeError(source, index, f"atom {k + 1}: expected 'El x y z q', got {line.strip()!r}")
+            elements.append(normalize_symbol(parts[0], source=source, index=index))
+            coords.append([parse_float(t) for t in parts[1:4]])
+            mull.append(parse_float(parts[4]))
+        props["mulliken_e"] = tuple(mull)
+        props["freqs_raw_cm1"] = tuple(parse_float(t) for t in block[2 + n].split())
+    except ValueError as exc:
+        raise MoleculeError(source, index, f"unparsable number: {exc}") from None
+    smiles = block[3 + n].split()
+    inchi = block[4 + n].split()
+    if not smiles or not inchi:
+        raise MoleculeError(source, index, "missing SMILES or InChI line")
+    props["inchi"] = inchi[0]
+    if len(smiles) > 1:
+        props["smiles_relaxed"] = smiles[1]
+    if len(inchi) > 1:
+        props["inchi_relaxed"] = inchi[1]
+    return Molecule(
+        elements=tuple(elements), positions=np.array(coords), name=f"qm9:{qid}", source=source,
+        index=index, smiles=smiles[0], properties=props,
+    )

@@ -19,7 +19,7 @@ import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdDetermineBonds
 
-from .molecule import ATOMIC_NUMBER, Molecule, MoleculeError
+from .molecule import ATOMIC_NUMBER, Molecule
 
 RDLogger.DisableLog("rdApp.*")
 

@@ -24,18 +24,21 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from . import qm9_sources as src
 from .features import N_ATOM_FEATURES, N_PAIR_FEATURES
-from .featurizer import FEATURIZER_VERSION, EncodedGraph, MolecularGraphFeaturizer, MolGraph, decode
+from .featurizer import EncodedGraph, MolecularGraphFeaturizer, MolGraph, decode
 from .molecule import ELEMENTS, Molecule, MoleculeError
 from .storage import atomic_save_npz, atomic_write_json
 from .labels import LabelTable, read_label_table
 from .targets import LABEL_TARGETS, SCALAR_TARGETS, TARGETS, compute_targets
+
+if TYPE_CHECKING:
+    from .batch import MolBatch
 
 CACHE_FORMAT = 1
 CHUNK = 1000
@@ -541,8 +544,7 @@ def resolve_source(source: str = "qm9pack", root: str | os.PathLike | None = Non
     if ids is not None:
         selected = np.unique(np.asarray(list(ids), dtype=np.int64))
     elif sample is not None:
-        skip = src.uncharacterized_ids()
-        pool = np.array([i for i in range(1, src.N_QM9 + 1) if i not in skip], dtype=np.int64)
+        pool = src.characterized_ids()
         rng = np.random.default_rng(seed)
         selected = np.sort(rng.choice(pool, size=min(sample, len(pool)), replace=False))
     return _Source(source, Path(root) if root else None, checksum, selected)

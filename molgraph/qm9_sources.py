@@ -27,17 +27,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .io import parse_float
+from .io import SCALAR_PROPERTIES, parse_float, parse_qm9_block  # noqa: F401  (the QM9 XYZ format lives in io)
 from .molecule import Molecule, MoleculeError, normalize_symbol
 
 N_QM9 = 133_885  # molecules in the original distribution
 N_CHARACTERIZED = 130_831
 
 # The 15 numbers of the QM9 properties line after `gdb <id>`, in file order.
-SCALAR_PROPERTIES = (
-    "rot_a_ghz", "rot_b_ghz", "rot_c_ghz", "mu_debye", "alpha_bohr3", "homo_ha", "lumo_ha",
-    "gap_ha", "r2_bohr2", "zpve_ha", "u0_ha", "u_ha", "h_ha", "g_ha", "cv_cal_molk",
-)
 # qm9pack CSV column for each.
 _CSV_COLUMNS = (
     "RotA_GHz", "RotB_GHz", "RotC_GHz", "Dipole_debye", "Polarizability_bohr3", "HOMO_au",
@@ -54,6 +50,15 @@ def uncharacterized_ids() -> frozenset[int]:
     """1-based ids of the 3,054 molecules that failed QM9's consistency check."""
     text = importlib.resources.files("molgraph").joinpath("data/qm9_uncharacterized_ids.txt").read_text()
     return frozenset(int(t) for t in text.split() if t.isdigit())
+
+
+def characterized_ids():
+    """(130,831,) int64 array of the QM9 ids that passed the consistency check, ascending: the
+    molecules QM9 keeps (and the pool a sample is drawn from)."""
+    import numpy as np
+
+    skip = uncharacterized_ids()
+    return np.array([i for i in range(1, N_QM9 + 1) if i not in skip], dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- qm9pack (CSV)
@@ -139,52 +144,6 @@ def molecule_from_qm9pack_row(row: dict) -> Molecule:
 
 
 # --------------------------------------------------------------------------- original format
-def parse_qm9_block(block: list[str], source: str, index: int | None = None) -> Molecule:
-    """Lines of one original QM9 file -> Molecule.
-
-    Layout: atom count; `gdb <id>` and 15 properties; n lines `El x y z q_Mulliken`;
-    harmonic frequencies; `GDB-SMILES  relaxed-SMILES`; `GDB-InChI  relaxed-InChI`.
-    """
-    try:
-        n = int(block[0].split()[0])
-    except (ValueError, IndexError):
-        raise MoleculeError(source, index, "first line must be the atom count") from None
-    if len(block) < n + 5:
-        raise MoleculeError(source, index, f"truncated QM9 record: expected {n + 5} lines, got {len(block)}")
-    head = block[1].split()
-    if len(head) != 17 or head[0] != "gdb":
-        raise MoleculeError(source, index, f"properties line must be 'gdb <id>' and 15 numbers, got {len(head) - 2} numbers")
-    try:
-        qid = int(head[1])
-        props: dict = {"qm9_id": qid}
-        props.update(zip(SCALAR_PROPERTIES, (parse_float(t) for t in head[2:])))
-        elements, coords, mull = [], [], []
-        for k, line in enumerate(block[2: 2 + n]):
-            parts = line.split()
-            if len(parts) != 5:
-                raise MoleculeError(source, index, f"atom {k + 1}: expected 'El x y z q', got {line.strip()!r}")
-            elements.append(normalize_symbol(parts[0], source=source, index=index))
-            coords.append([parse_float(t) for t in parts[1:4]])
-            mull.append(parse_float(parts[4]))
-        props["mulliken_e"] = tuple(mull)
-        props["freqs_raw_cm1"] = tuple(parse_float(t) for t in block[2 + n].split())
-    except ValueError as exc:
-        raise MoleculeError(source, index, f"unparsable number: {exc}") from None
-    smiles = block[3 + n].split()
-    inchi = block[4 + n].split()
-    if not smiles or not inchi:
-        raise MoleculeError(source, index, "missing SMILES or InChI line")
-    props["inchi"] = inchi[0]
-    if len(smiles) > 1:
-        props["smiles_relaxed"] = smiles[1]
-    if len(inchi) > 1:
-        props["inchi_relaxed"] = inchi[1]
-    return Molecule(
-        elements=tuple(elements), positions=np.array(coords), name=f"qm9:{qid}", source=source,
-        index=index, smiles=smiles[0], properties=props,
-    )
-
-
 def format_qm9_xyz(mol: Molecule) -> str:
     """A Molecule carrying QM9 properties -> text in the original extended-XYZ layout."""
     p = mol.properties

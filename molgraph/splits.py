@@ -107,3 +107,17 @@ def load_split(path) -> KFold | TrainValTest:
     if split.digest != data.get("digest"):
         raise ValueError(f"{path}: ids do not match the stored digest {data.get('digest')}; the file was edited or truncated")
     return split
+
+
+def read_ids(path: str | Path) -> list[int]:
+    """QM9 ids from a text file: integers or 'qm9:123' (the form groups.csv and relevance files
+    write), separated by white space or commas; '#' starts a comment. The one id reader of every
+    command."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: no such ids file")
+    toks = " ".join(line.split("#", 1)[0] for line in p.read_text().splitlines()).replace(",", " ").split()
+    bad = [t for t in toks if not t.removeprefix("qm9:").isdigit()]
+    if bad:
+        raise ValueError(f"{path}: QM9 ids must be integers (optionally 'qm9:123'); got {bad[:3]}")
+    return [int(t.removeprefix("qm9:")) for t in toks]

@@ -42,3 +42,14 @@ def atomic_save_npz(file, /, **arrays) -> None:
 
 def atomic_save_npy(path, array) -> None:
     _atomic(path, lambda f: np.save(f, array), "wb")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data), "wb")
+
+
+def atomic_torch_save(obj, path) -> None:
+    """torch.save to `path` atomically (checkpoints, weights)."""
+    import torch
+
+    _atomic(path, lambda f: torch.save(obj, f), "wb")

@@ -25,13 +25,12 @@ import numpy as np
 
 
 def _read_ids(path: str) -> list[int]:
-    if not Path(path).is_file():
-        raise SystemExit(f"qmlrp: {path}: no such ids file")
-    text = Path(path).read_text()
+    from molgraph.splits import read_ids
+
     try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError as exc:
-        raise SystemExit(f"qmlrp: {path}: ids must be integers separated by spaces, commas or newlines ({exc})")
+        return read_ids(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"qmlrp: {exc}")
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -320,7 +319,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import run_from_args
+    from .explain.command import run_from_args
 
     return run_from_args(args)
 
@@ -334,8 +333,10 @@ def cmd_stability(args) -> int:
     out = args.out or str(Path(args.models) / "stability")
     command = (f"qmlrp stability --models {args.models} --rules {','.join(rules)}{sel} "
                f"--max-molecules {args.max_molecules} --out {out}")
+    if args.histogram_rule:
+        command += f" --histogram-rule {args.histogram_rule}"
     return run(args.models, out, rules, args.split, ids, args.max_molecules, args.seed, args.batch_size,
-               args.cache_dir, command=command)
+               args.cache_dir, command=command, histogram_rule=args.histogram_rule)
 
 
 def cmd_quickstart(args) -> int:
@@ -414,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(func=cmd_compare)
 
     ex = sub.add_parser("explain", help="explain a trained model with LRP: feature, atom and group relevance, heatmaps, report")
-    from .explain import add_arguments as explain_arguments
+    from .explain.command import add_arguments as explain_arguments
 
     explain_arguments(ex)
     ex.set_defaults(func=cmd_explain)
@@ -432,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--cache-dir", help="where caches live (default $QMLRP_CACHE or ~/.cache/qmlrp)")
+    st.add_argument("--histogram-rule", choices=("pass", "rescale"),
+                    help="LRP rule of the Gaussian-histogram readout, as in qmlrp explain (default: gcnn's)")
     st.set_defaults(func=cmd_stability)
 
     s = sub.add_parser("split", help="write the seeded k-fold split of the featurized QM9 ids")

@@ -37,6 +37,8 @@ import numpy as np
 
 from molgraph import GROUP_NAMES
 
+from .explain.statistics import bootstrap_means, holm, median_ci, rank_biserial, wilcoxon_test  # noqa: F401
+
 GEOMETRIC = ("bond_type", "graph_distance", "same_ring", "spatial_distance")
 ELECTRONIC = ("atom_type", "partial_charge", "hybridization", "aromaticity")
 NEITHER = ("chirality", "formal_charge", "ring_sizes", "hydrogen_bonding")
@@ -185,75 +187,6 @@ def set_shares(shares: np.ndarray) -> dict[str, np.ndarray]:
     """(n, 12) shares -> {set name: (n,) summed share of its groups}."""
     idx = {g: k for k, g in enumerate(GROUP_NAMES)}
     return {name: shares[:, [idx[g] for g in members]].sum(1) for name, members in GROUP_SETS.items()}
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
-    p = np.asarray(pvalues, dtype=float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adj[i] = running
-    return adj
-
-
-def median_ci(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Distribution-free CI of the median from order statistics: [d_(k), d_(n-k+1)] with k
-    the largest rank such that P(Bin(n, 1/2) < k) <= (1 - level) / 2."""
-    from scipy.stats import binom
-
-    d = np.sort(np.asarray(d, dtype=float))
-    n = len(d)
-    if n == 0:
-        return float("nan"), float("nan")
-    k = int(binom.ppf((1 - level) / 2, n, 0.5))  # P(B <= k) >= a/2, so P(B < k) <= a/2
-    k = max(k, 1)
-    return float(d[k - 1]), float(d[n - k])
-
-
-def rank_biserial(d: np.ndarray) -> float:
-    """Matched-pairs rank-biserial correlation (Kerby 2014): (T+ - T-) / (T+ + T-) over the
-    non-zero differences; +1 when every pair favours the first set, -1 the second, 0 none."""
-    from scipy.stats import rankdata
-
-    d = np.asarray(d, dtype=float)
-    d = d[d != 0]
-    if len(d) == 0:
-        return 0.0
-    r = rankdata(np.abs(d))
-    tp, tm = r[d > 0].sum(), r[d < 0].sum()
-    return float((tp - tm) / (tp + tm))
-
-
-def wilcoxon_test(d: np.ndarray) -> dict:
-    """Two-sided Wilcoxon signed-rank test of paired differences d (zeros dropped, as in
-    Wilcoxon's original procedure). All-zero differences give p = 1."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray(d, dtype=float)
-    nz = int((d != 0).sum())
-    if nz == 0:
-        return {"statistic": 0.0, "z": 0.0, "p": 1.0, "n_nonzero": 0, "note": "all paired differences are zero"}
-    res = wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="approx" if nz > 50 else "auto")
-    z = getattr(res, "zstatistic", None)
-    return {"statistic": float(res.statistic), "z": None if z is None else float(z), "p": float(res.pvalue),
-            "n_nonzero": nz}
-
-
-def bootstrap_means(columns: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of the column means of (n, C), resampling rows (molecules) with
-    replacement; one set of resamples for all columns, so paired quantities stay paired."""
-    x = np.asarray(columns, dtype=float)
-    n = len(x)
-    rng = np.random.default_rng(seed)
-    means = np.empty((n_boot, x.shape[1]))
-    for b in range(n_boot):
-        means[b] = x[rng.integers(0, n, n)].mean(0)
-    a = (1 - level) / 2
-    return np.quantile(means, a, axis=0), np.quantile(means, 1 - a, axis=0)
 
 
 def format_p(p: float) -> str:

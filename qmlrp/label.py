@@ -14,7 +14,6 @@ left. Exit status: 0 when every selected molecule has a result, 1 when some fail
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -71,13 +70,12 @@ def _err(cmd: str, msg: str) -> int:
 
 
 def _read_ids(path: str) -> list[int]:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{path}: no such ids file")
+    from molgraph.splits import read_ids
+
     try:
-        return [int(t) for t in p.read_text().replace(",", " ").split()]
-    except ValueError as exc:
-        raise ValueError(f"{path}: ids must be integers separated by spaces, commas or newlines ({exc})") from None
+        return read_ids(path)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _engine_options(items: list[str]) -> dict:

@@ -9,14 +9,13 @@ writes `report.html` with its figures.
 from __future__ import annotations
 
 import html
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-def group_statistics(ds, max_molecules: int | None = None) -> dict:
+def feature_group_activity(ds, max_molecules: int | None = None) -> dict:
     """Per feature group: fraction of atoms (or ordered atom pairs) where the group is non-zero,
     and the mean absolute value per atom (pair) over the dataset."""
     from molgraph import FEATURE_GROUPS
@@ -134,7 +133,7 @@ def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
 
 
 def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=None, epochs: int = 30) -> int:
-    from molgraph import FEATURE_GROUPS, qm9, splits
+    from molgraph import qm9, splits
     from molgraph.storage import atomic_write_json, atomic_write_text
 
     t0 = time.time()
@@ -150,14 +149,14 @@ def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=N
     print("[3/5] training a weave network for alpha on fold 0, explaining its test molecules with LRP")
     model_info = _train_and_explain(ds, kf, out, seed, epochs)
     print("      heatmaps, faithfulness and the explanation report (qmlrp explain)")
-    from .explain import run as explain_run
+    from .explain.command import run as explain_run
 
     atomic_write_text(out / "test_ids.txt", "\n".join(str(int(i)) for i in kf.fold(0).test) + "\n")
     explain_run(out / model_info["model_dir"], out / "explain", ids_file=str(out / "test_ids.txt"), heatmaps=6, faithfulness=100,
                 cache_root=cache_root, progress=False, log=lambda m: print(f"      {m}"))
     model_info["explain_report"] = "explain/report.html"
     print("[4/5] measuring feature groups and targets")
-    groups = group_statistics(ds)
+    groups = feature_group_activity(ds)
     alpha, zpve = ds.target("alpha_bohr3"), ds.target("zpve_ev")
     targets = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                for name, v in (("alpha_bohr3", alpha), ("zpve_ev", zpve))}

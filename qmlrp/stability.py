@@ -38,45 +38,23 @@ import numpy as np
 from molgraph import GROUP_NAMES
 
 from .compare import GROUP_SETS, set_shares
+from .explain.inputs import qm9_pool
+from .explain.models import member_dirs
+from .explain.relevance_pass import relevance_batches
 
 DEFAULT_RULES = ("epsilon", "weave", "alpha2-beta1")
 
 
 # ----------------------------------------------------------------------------- models and molecules
-def member_dirs(models) -> list[Path]:
-    """A single model directory -> [it]; a CV directory -> its fold_*/ model directories in
-    fold order."""
-    root = Path(models)
-    if (root / "config.json").exists():
-        return [root]
-    folds = [p for p in root.glob("fold_*") if (p / "weights.pt").exists() and (p / "config.json").exists()]
-    if not folds:
-        raise FileNotFoundError(f"{root}: no config.json + weights.pt, and no fold_*/ model directories")
-
-    def order(p):
-        tail = p.name.split("_", 1)[1]
-        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
-
-    return sorted(folds, key=order)
-
-
 def member_split(model_dir: Path) -> dict[str, np.ndarray] | None:
     """{'train', 'val', 'test': QM9 ids} of a member (its split.json, or its fold of the parent's
     k-fold split); None when the model directory records no split."""
-    from .explain import split_test_ids
+    from .explain.inputs import split_test_ids
 
     try:
         return {w: np.asarray(split_test_ids(model_dir, w)[0], dtype=np.int64) for w in ("train", "val", "test")}
     except FileNotFoundError:
         return None
-
-
-def qm9_pool() -> np.ndarray:
-    """Every characterized QM9 id (the ids a sample is drawn from)."""
-    from molgraph.qm9_sources import N_QM9, uncharacterized_ids
-
-    skip = uncharacterized_ids()
-    return np.array([i for i in range(1, N_QM9 + 1) if i not in skip], dtype=np.int64)
 
 
 def select_molecules(splits_: Sequence[dict | None], split: str | None, ids: Sequence[int] | None,
@@ -114,24 +92,21 @@ def seen_counts(ids: np.ndarray, splits_: Sequence[dict | None]) -> dict[str, np
 
 
 # ----------------------------------------------------------------------------- explaining
-def explain_groups(net, std: float, ds, rule: str, batch_size: int = 64, progress=None) -> dict[str, np.ndarray]:
-    """Every molecule of `ds` explained by one WeaveNet (standardized output) with one rule:
+def explain_groups(net, std: float, ds, rule: str, batch_size: int = 64, progress=None,
+                   histogram_rule: str | None = None) -> dict[str, np.ndarray]:
+    """Every molecule of `ds` explained by one WeaveNet (standardized output) with one rule, through
+    the relevance pass `explain` uses (`relevance_batches`: the same composite and histogram rule):
     {'groups': (M, 12) relevance per group in target units (times std), 'explained', 'absorbed',
-    'conservation': (M,) |sum + absorbed - explained|}. Batches are size-sorted."""
+    'conservation': (M,) |sum + absorbed - explained|}."""
     import torch
 
-    import lrp
-    from molgraph import collate
     from molgraph.relevance import group_sums
 
     m = len(ds)
-    order = np.argsort(np.asarray(ds.n_atoms), kind="stable")
     g = np.zeros((m, len(GROUP_NAMES)))
     explained, absorbed, cons = np.zeros(m), np.zeros(m), np.zeros(m)
-    for start in range(0, m, batch_size):
-        idx = order[start:start + batch_size]
-        b = collate([ds[int(i)].with_targets({}) for i in idx])
-        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), rule, track_absorbed=True)
+    for idx, _, e in relevance_batches(net, ds.__getitem__, np.asarray(ds.n_atoms), rule, histogram_rule,
+                                       batch_size=batch_size):
         with torch.no_grad():
             gs = group_sums(e.relevance[0].double(), e.relevance[1].double()).numpy() * std  # (B, 12)
             g[idx] = gs
@@ -270,8 +245,9 @@ def rule_comparison(s: np.ndarray, rules: Sequence[str]) -> dict:
 # ----------------------------------------------------------------------------- the study
 def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None, ids: Sequence[int] | None = None,
           max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None, pool=None,
-          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), progress: bool = True) -> tuple[dict, dict]:
-    """Run the study; returns (stability.json content, arrays: ids, groups (R, F, M, 12), ...)."""
+          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), progress: bool = True,
+          histogram_rule: str | None = None) -> tuple[dict, dict]:
+    """Run the study (`histogram_rule` as in `qmlrp explain`: None keeps gcnn's default); returns (stability.json content, arrays: ids, groups (R, F, M, 12), ...)."""
     import gcnn
     import lrp
 
@@ -323,7 +299,8 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
     explained, absorbed, cons = np.zeros((R, F, M)), np.zeros((R, F, M)), np.zeros((R, F, M))
     for r, rule in enumerate(rules):
         for f, (_, net, std, _, _) in enumerate(loaded):
-            res = explain_groups(net, std, ds, rule, batch_size, progress=bar.update if bar else None)
+            res = explain_groups(net, std, ds, rule, batch_size, progress=bar.update if bar else None,
+                                     histogram_rule=histogram_rule)
             groups[r, f], explained[r, f], absorbed[r, f], cons[r, f] = (res["groups"], res["explained"],
                                                                          res["absorbed"], res["conservation"])
     if bar:
@@ -546,13 +523,14 @@ def write_outputs(res: dict, arrays: dict, out, command: str | None = None) -> l
 
 def run(models, out=None, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None, ids: Sequence[int] | None = None,
         max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None,
-        command: str | None = None, progress: bool = True) -> int:
+        command: str | None = None, progress: bool = True, histogram_rule: str | None = None) -> int:
     """The CLI body. Returns the exit status."""
     out = Path(out) if out else Path(models) / "stability"
     try:
         if split and ids is not None:
             raise ValueError("choose the molecules one way: --split or --ids")
-        res, arrays = study(models, rules, split, ids, max_molecules, seed, batch_size, cache_root, progress=progress)
+        res, arrays = study(models, rules, split, ids, max_molecules, seed, batch_size, cache_root, progress=progress,
+                            histogram_rule=histogram_rule)
     except (FileNotFoundError, ValueError) as exc:
         print(f"qmlrp stability: {exc}", file=sys.stderr)
         return 2

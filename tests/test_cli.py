@@ -1,6 +1,5 @@
 """The `qmlrp` command line, end to end on small QM9 selections."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -9,7 +9,6 @@ import gcnn
 from molgraph import qm9
 from qmlrp.cli import main
 
-from ..conftest import QM9_IDS
 
 SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
 

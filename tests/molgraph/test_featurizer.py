@@ -158,7 +158,7 @@ def test_gasteiger_charges_match_rdkit_on_the_same_graph():
 
 def test_hbond_flags_equal_rdkit_feature_factory(qm9_molecules):
     """The compiled fdef patterns give exactly what ChemicalFeatures' factory gives."""
-    from rdkit import Chem, RDConfig
+    from rdkit import RDConfig
     from rdkit.Chem import ChemicalFeatures
 
     from molgraph.perception import to_rdkit

@@ -1,5 +1,4 @@
 """Both QM9 sources give identical records; the quirks of the data are handled."""
-import io
 import tarfile
 
 import numpy as np

@@ -22,26 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
+from molgraph.storage import atomic_write_bytes
+
 from molgraph.storage import atomic_write_text
 
 WIDTH, HEIGHT = 760, 640
 NOTE_FRACTION = 0.3  # atoms at least this fraction of the colour scale get their value written next to them
 TITLE_H, BAR_H = 70, 90
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written PNG."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def perceived(molecule, elements: Sequence[str] | None = None, bonded: np.ndarray | None = None):
@@ -186,6 +173,6 @@ def draw_heatmap(mol, atom_values: np.ndarray, pair_values: np.ndarray, stem: st
     _draw(svg, m, atom_values, bond_values, scale, title, unit, label)
     svg.FinishDrawing()
     png_path, svg_path = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
-    _atomic_write_bytes(png_path, png.GetDrawingText())
+    atomic_write_bytes(png_path, png.GetDrawingText())
     atomic_write_text(svg_path, svg.GetDrawingText())
     return Heatmap(png_path, svg_path, scale, n, len(bond_values))

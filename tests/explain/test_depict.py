@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from molgraph import FEATURE_GROUPS, MolecularGraphFeaturizer
-from qmlrp.heatmap import colour, draw_heatmap, perceived, smiles_of
+from qmlrp.explain.depict import colour, draw_heatmap, perceived, smiles_of
 
-from .conftest import embed
+from ..conftest import embed
 
 
 @pytest.fixture(scope="module")

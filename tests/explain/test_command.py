@@ -14,10 +14,11 @@ import gcnn
 import lrp
 from molgraph import GROUP_NAMES, collate, qm9, splits, write_xyz
 from qmlrp import explain as ex
+from qmlrp.explain.heatmaps import select_representative
 from qmlrp.cli import main
 
 SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -251,11 +252,11 @@ def test_representative_selection_without_labels():
                          np.zeros((poff[-1], 13), np.float32), np.arange(off[-1], dtype=np.float32) % 3,
                          np.zeros((7, 12)), np.array([1.0, 5, 2, 3, 9, 4, 0]), np.full(7, np.nan), np.zeros(7),
                          np.zeros(7), np.array(["C"] * off[-1]))
-    chosen = ex.select_representative(rs, 5)
+    chosen = select_representative(rs, 5)
     idx = [i for i, _ in chosen]
     assert len(set(idx)) == 5
     # molecule 4 has both the largest prediction and the largest total |relevance|: one picture, both reasons
     assert chosen[0] == (4, "extreme: largest prediction; largest total |relevance|")
     assert chosen[1] == (6, "extreme: smallest prediction")
     assert all("error" not in why for _, why in chosen)
-    assert ex.select_representative(rs, 0) == []
+    assert select_representative(rs, 0) == []

@@ -8,9 +8,9 @@ import torch
 import gcnn
 import lrp
 from molgraph import MolecularGraphFeaturizer, collate
-from qmlrp import faithfulness as fa
+from qmlrp.explain import faithfulness as fa
 
-from .conftest import embed
+from ..conftest import embed
 
 SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
 

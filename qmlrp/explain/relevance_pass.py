@@ -1,0 +1,103 @@
+"""The relevance pass: one function that explains molecules with LRP for every command
+(explain, stability, quickstart), so that all of them apply the same composite and rules."""
+from __future__ import annotations
+
+import sys
+
+from typing import Callable
+
+import numpy as np
+
+from .inputs import Inputs
+from .models import LoadedModel
+from .store import N_ATOM_FEATURES, N_PAIR_FEATURES, RelevanceSet, offsets_of
+
+
+def composite_for(rule: str, histogram_rule: str | None = None):
+    """The LRP composite: preset `rule`, with the GaussianHistogram rule `histogram_rule`
+    ('pass' or 'rescale', gcnn.lrp_rules.HISTOGRAM_RULES) in place of gcnn's default."""
+    import lrp
+
+    composite = lrp.preset(rule)
+    if histogram_rule is None:
+        return composite
+    from gcnn.layers import GaussianHistogram
+    from gcnn.lrp_rules import histogram_rule as named
+
+    return composite.with_rules({GaussianHistogram: named(histogram_rule)})
+
+
+def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, rule: str,
+                      histogram_rule: str | None = None, target=None, batch_size: int = 128, progress: bool = False):
+    """The relevance pass of every command: LRP of molecules graph(0..M-1) with the composite
+    `composite_for(rule, histogram_rule)`, in batches of similar size (sorted by atom count, so a
+    batch pads little). Yields (indices, graphs, lrp.Explanation) per batch; relevance in the
+    network's own (standardized) output units, absorbed parts tracked module by module."""
+    import lrp
+    from molgraph import collate
+
+    n = np.asarray(n_atoms, dtype=np.int64)
+    order = np.argsort(n, kind="stable")
+    chunks = [order[i:i + batch_size] for i in range(0, len(n), batch_size)]
+    composite = composite_for(rule, histogram_rule)
+    for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
+        graphs = [graph(int(i)) for i in idx]
+        b = collate([g.with_targets({}) for g in graphs])
+        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), composite, target=target,
+                        track_absorbed=True)
+        yield idx, graphs, e
+
+
+def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int = 128,
+                   progress: bool = True, histogram_rule: str | None = None) -> RelevanceSet:
+    """LRP of every molecule, batched by size (molecules sorted by atom count, so a batch pads
+    little); relevance in target units. `histogram_rule` overrides gcnn's GaussianHistogram rule."""
+
+    from gcnn.lrp_rules import DEFAULT_HISTOGRAM_RULE
+    from molgraph.relevance import group_sums, per_atom
+
+    n = np.asarray(inputs.n_atoms, dtype=np.int64)
+    m_count = len(n)
+    target = None if lm.net.config.n_outputs == 1 else lm.output
+    off, poff = offsets_of(n)
+    atom_rel = np.zeros((off[-1], N_ATOM_FEATURES), np.float32)
+    pair_rel = np.zeros((poff[-1], N_PAIR_FEATURES), np.float32)
+    pa = np.zeros(off[-1], np.float32)
+    groups = np.zeros((m_count, 12))
+    pred, explained, absorbed = np.zeros(m_count), np.zeros(m_count), np.zeros(m_count)
+    elements = np.empty(off[-1], dtype="<U2")
+    for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
+                                            progress):
+        ra = e.relevance[0].double() * lm.std  # (B, N, 21)
+        rp = e.relevance[1].double() * lm.std  # (B, N, N, 13)
+        gs = group_sums(ra, rp).numpy()
+        pat = per_atom(ra, rp).numpy()
+        out = e.output[:, lm.output].double().numpy()
+        ra32, rp32 = ra.float().numpy(), rp.float().numpy()
+        for j, i in enumerate(idx):
+            k = int(n[i])
+            atom_rel[off[i]:off[i + 1]] = ra32[j, :k]
+            pair_rel[poff[i]:poff[i + 1]] = rp32[j, :k, :k].reshape(k * k, N_PAIR_FEATURES)
+            pa[off[i]:off[i + 1]] = pat[j, :k]
+            elements[off[i]:off[i + 1]] = graphs[j].elements
+        groups[idx] = gs
+        pred[idx] = out * lm.std + lm.mean
+        explained[idx] = e.explained.double().numpy() * lm.std
+        absorbed[idx] = e.absorbed.double().numpy() * lm.std
+    meta = {"model_dir": str(lm.model_dir), "target": lm.target, "unit": lm.unit, "rule": rule,
+            "histogram_rule": histogram_rule or DEFAULT_HISTOGRAM_RULE,
+            "training_mean": lm.mean, "training_std": lm.std,
+            "explained": "prediction - training mean, in target units (LRP of the standardized output x std)",
+            "per_atom": "own atom features + half of each pair (i, j) and (j, i)"}
+    return RelevanceSet(np.asarray(inputs.ids, dtype=str), n, off, poff, atom_rel, pair_rel, pa, groups, pred,
+                        np.asarray(inputs.targets, dtype=np.float64), explained, absorbed, elements, meta)
+
+
+def _tqdm(it, progress: bool, **kw):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, file=sys.stderr, **kw)
+
+

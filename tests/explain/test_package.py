@@ -1,0 +1,113 @@
+"""The explanation package's shared parts: one relevance pass for explain and stability, one
+fold-folder lister (numeric order), one id reader, and models trained on a QM label table."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gcnn
+from molgraph import qm9, splits
+from molgraph.splits import read_ids
+from qmlrp import stability
+from qmlrp.cli import main
+from qmlrp.explain import load_model, load_relevance, member_dirs, resolve_model_dir
+
+SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
+LABELS = Path(__file__).parent.parent.parent / "data" / "labels" / "beta-b3lyp-6-31g2dfp"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pkg")
+    ds = qm9.load(ids=range(1, 101), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
+    sp = splits.train_val_test(ds.ids, val=0.2, test=0.3, seed=0, source="qm9pack",
+                               source_checksum=ds.manifest["source_checksum"])
+    out = root / "model"
+    cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=1, batch_size=16, seed=0)
+    gcnn.Trainer(out, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False).fit(
+        ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+    sp.save(out / "split.json")
+    return {"root": root, "ds": ds, "split": sp, "model": out}
+
+
+def test_explain_and_stability_use_one_relevance_pass(model, tmp_path):
+    """Same model, molecules, rule and histogram rule: the group relevance of `qmlrp explain` and of
+    the stability study is the same (it differed when stability skipped the histogram rule)."""
+    ds, test_ids = model["ds"], model["split"].test
+    for hist in ("pass", "rescale"):
+        out = tmp_path / f"explain_{hist}"
+        rc = main(["explain", "--model", str(model["model"]), "--split", "test", "--histogram-rule", hist,
+                   "--cache-dir", str(model["root"] / "cache"), "--out", str(out), "--heatmaps", "0",
+                   "--faithfulness", "0", "--bootstrap", "20", "--no-progress"])
+        assert rc == 0
+        rs = load_relevance(out)
+        lm = load_model(model["model"])
+        sub = ds.subset([int(i.split(":")[1]) for i in rs.ids])
+        res = stability.explain_groups(lm.net, lm.std, sub, "epsilon", histogram_rule=hist)
+        np.testing.assert_allclose(res["groups"], rs.groups, rtol=1e-6, atol=1e-6)
+    a = load_relevance(tmp_path / "explain_pass").groups
+    b = load_relevance(tmp_path / "explain_rescale").groups
+    assert np.abs(a - b).max() > 1e-4  # the histogram rule is applied, not ignored
+    assert sorted(int(i.split(":")[1]) for i in load_relevance(tmp_path / "explain_pass").ids) == sorted(test_ids)
+
+
+def test_a_fold_folder_of_12_members_is_listed_and_loaded_in_numeric_order(model, tmp_path):
+    cv = tmp_path / "cv"
+    for f in range(12):
+        shutil.copytree(model["model"], cv / f"fold_{f}")
+    (cv / "fold_extra").mkdir()  # not a model: no config.json
+    names = [p.name for p in member_dirs(cv)]
+    assert names == [f"fold_{f}" for f in range(12)]
+    assert [p.name for p in gcnn.model_dirs(cv)] == names
+    assert len(gcnn.load(cv).models) == 12
+    chosen, note = resolve_model_dir(cv)
+    assert chosen.name == "fold_0" and "12 fold models" in note
+    assert resolve_model_dir(cv, fold=10)[0].name == "fold_10"
+    assert member_dirs(model["model"]) == [model["model"]]
+    with pytest.raises(FileNotFoundError, match="no fold_"):
+        member_dirs(tmp_path / "empty")
+
+
+def test_one_id_reader_takes_plain_and_qm9_prefixed_ids_and_comments(tmp_path):
+    p = tmp_path / "ids.txt"
+    p.write_text("# the ids groups.csv writes, and plain ones\nqm9:12, 13\n  14 qm9:7  # seven\n")
+    assert read_ids(p) == [12, 13, 14, 7]
+    p.write_text("12 thirteen")
+    with pytest.raises(ValueError, match="thirteen"):
+        read_ids(p)
+    with pytest.raises(FileNotFoundError, match="no such ids file"):
+        read_ids(tmp_path / "missing.txt")
+
+
+def test_a_model_trained_on_a_label_table_is_explained_with_its_labels(tmp_path, monkeypatch):
+    """config.json records the label table (path and SHA-256); explain rejoins it for the targets."""
+    table = tmp_path / "table.csv"
+    shutil.copy(LABELS / "table.csv", table)
+    ids = read_ids(LABELS / "ids.txt")
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    out = tmp_path / "beta"
+    rc = main(["train", "--target", "beta_par_au", "--labels", "table.csv", "--ids", str(LABELS / "ids.txt"),
+               "--epochs", "1", "--batch-size", "16", "--out", str(out), "--cache-dir", str(cache)])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["inputs"]["labels"]["table"] == "table.csv" and len(cfg["inputs"]["labels"]["sha256"]) == 64
+    ex = tmp_path / "explain"
+    rc = main(["explain", "--model", str(out), "--split", "test", "--cache-dir", str(cache), "--out", str(ex),
+               "--heatmaps", "1", "--faithfulness", "0", "--bootstrap", "20", "--no-progress"])
+    assert rc == 0
+    with open(ex / "groups.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(np.isfinite(float(r["target"])) for r in rows)  # beta_par from the table
+    assert {int(r["id"].split(":")[1]) for r in rows} <= set(ids)
+    summary = json.loads((ex / "summary.json").read_text())
+    assert summary["target"] == "beta_par_au" and summary["accuracy"]["n"] == len(rows)
+    table.write_text(table.read_text().replace("\n", "\n", 1) + "\n")  # edited after training
+    rc = main(["explain", "--model", str(out), "--split", "test", "--cache-dir", str(cache), "--out", str(ex),
+               "--heatmaps", "0", "--faithfulness", "0", "--no-progress"])
+    assert rc == 2  # refused: the table is not the one the model was trained on
