@@ -96,27 +96,28 @@ def group_relevance(atom_rel, pair_rel) -> dict[str, np.ndarray]:
 
 
 def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
-    import lrp
 
     import gcnn
-    from molgraph import collate
 
     fold = kf.fold(0)
     model_dir = out / "model_alpha"
-    trainer = gcnn.Trainer(model_dir, gcnn.WeaveConfig(), gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=epochs, seed=seed),
+    trainer = gcnn.Trainer(model_dir, gcnn.WeaveConfig(), gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=epochs, batch_size=64, seed=seed),
                            log=lambda m: print(f"      {m}"))
     trainer.fit(ds.subset(fold.train), ds.subset(fold.val), split_meta={"digest": fold.digest, **fold.meta})
     test = ds.subset(fold.test)
     metrics = trainer.evaluate(test)["targets"]["alpha_bohr3"]
     predictor = gcnn.load(model_dir)
     net = predictor.models[0].model  # the WeaveNet, standardized output
-    parts, errors = [], []
-    for start in range(0, len(test), 64):
-        b = collate([test[i] for i in range(start, min(start + 64, len(test)))])
-        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), "epsilon", track_absorbed=True)
-        parts.append(group_relevance(e.relevance[0], e.relevance[1]))
+    from molgraph import GROUP_NAMES
+
+    from .explain.relevance_pass import relevance_batches
+
+    per_group = {n: np.zeros(len(test)) for n in GROUP_NAMES}
+    errors = []
+    for idx, _, e in relevance_batches(net, test.__getitem__, test.n_atoms, "epsilon", batch_size=64):
+        for n, v in group_relevance(e.relevance[0], e.relevance[1]).items():
+            per_group[n][idx] = v
         errors.append(float(e.conservation_error().max()))
-    per_group = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     total_abs = sum(np.abs(v).mean() for v in per_group.values())
     groups = {n: {"mean": float(v.mean()), "share": float(np.abs(v).mean() / total_abs)} for n, v in per_group.items()}
     _group_bars({n: g["share"] for n, g in groups.items()}, out / "group_relevance.png", "share of |relevance|",
