@@ -92,3 +92,14 @@ def compute_targets(properties: Mapping, n_atoms: int) -> dict[str, object]:
     mull = properties.get("mulliken_e")
     out["mulliken_e"] = np.array(mull, dtype=np.float64) if mull is not None else np.full(n_atoms, np.nan)
     return out
+
+
+def n_harmonic_modes(positions) -> int:
+    """Harmonic modes of a molecule from its (n, 3) positions: 3N-6, or 3N-5 when its atoms lie
+    on a line (2 atoms: 1)."""
+    p = np.asarray(positions, dtype=np.float64)
+    n = len(p)
+    if n < 3:
+        return max(3 * n - 5, 0)
+    sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
+    return 3 * n - 5 if sv[1] < 1e-3 else 3 * n - 6

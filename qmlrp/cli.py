@@ -256,12 +256,9 @@ def cmd_learning_curve(args) -> int:
 
 
 def _n_modes(mol) -> int:
-    """Harmonic modes of a molecule: 3N-6, or 3N-5 when its atoms lie on a line."""
-    n = mol.n_atoms
-    if n < 3:
-        return max(3 * n - 5, 0)
-    sv = np.linalg.svd(mol.positions - mol.positions.mean(0), compute_uv=False)
-    return 3 * n - 5 if sv[1] < 1e-3 else 3 * n - 6
+    from molgraph.targets import n_harmonic_modes
+
+    return n_harmonic_modes(mol.positions)
 
 
 def cmd_predict(args) -> int:

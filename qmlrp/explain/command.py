@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
                         "value) or 'rescale' (relative to the value 0, a ReLU-dead feature); default: gcnn's "
                         "(gcnn.lrp_rules.DEFAULT_HISTOGRAM_RULE)")
     p.add_argument("--target", help="which target of a multi-target model")
+    p.add_argument("--output", help="vector models (frequency sets): what is explained, summed over the chosen "
+                                    "outputs: sum (default: all of a molecule's values), mode:K (the K-th sorted "
+                                    "value), above:X or below:X (the values predicted above / below X, target units)")
     p.add_argument("--max-molecules", type=int, help="explain a seeded random sample of N of the selected molecules")
     p.add_argument("--heatmaps", type=int, default=12, help="heatmaps of a representative set of K molecules (default 12)")
     p.add_argument("--faithfulness", type=int, default=200,
@@ -47,7 +50,7 @@ def add_arguments(p) -> None:
 def run_from_args(args) -> int:
     try:
         return run(model=args.model, out=Path(args.out), files=args.files, split=args.split, ids_file=args.ids,
-                   rule=args.rule, histogram_rule=args.histogram_rule, target=args.target, fold=args.fold, max_molecules=args.max_molecules,
+                   rule=args.rule, histogram_rule=args.histogram_rule, target=args.target, output=args.output, fold=args.fold, max_molecules=args.max_molecules,
                    heatmaps=args.heatmaps, faithfulness=args.faithfulness, random_orders=args.random_orders,
                    bootstrap=args.bootstrap, batch_size=args.batch_size, seed=args.seed, cache_root=args.cache_dir,
                    progress=not args.no_progress)
@@ -59,7 +62,7 @@ def run_from_args(args) -> int:
 
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
-        histogram_rule: str | None = None, heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
+        histogram_rule: str | None = None, output: str | None = None, heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
         batch_size: int = 128, seed: int = 0, cache_root=None, progress: bool = True,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> int:
     import lrp
@@ -76,7 +79,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
         from gcnn.lrp_rules import histogram_rule as _check
 
         _check(histogram_rule)
-    lm = load_model(model, fold, target)
+    lm = load_model(model, fold, target, output)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta_split = lm.config.get("split", {})
@@ -134,7 +137,8 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     if labelled.any():
         err = rs.prediction[labelled] - rs.target[labelled]
         accuracy = {"n": int(labelled.sum()), "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-                    "mae_of_training_mean": float(np.abs(rs.target[labelled] - lm.mean).mean())}
+                    "mae_of_training_mean": float(np.abs(rs.target[labelled] - (
+                        rs.prediction[labelled] - rs.explained[labelled] if lm.is_vector else lm.mean)).mean())}
     title = f"{lm.target} ({lm.unit}): LRP {rule}, {len(rs)} molecules, {lm.model_dir}"
     plot_groups(stats, lm.unit, title, out / "group_relevance")
 
@@ -145,6 +149,9 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     timings["heatmaps_s"] = round(time.time() - t, 2)
 
     faith = None
+    if faithfulness > 0 and lm.is_vector:
+        log("faithfulness: not implemented for vector models yet; skipped")
+        faithfulness = 0
     if faithfulness > 0:
         from .faithfulness import run_faithfulness
 
@@ -157,8 +164,10 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
         "model_dir": str(lm.model_dir), "model_note": lm.note, "target": lm.target, "unit": lm.unit, "rule": rule,
         "histogram_rule": rs.meta["histogram_rule"], "selection": inputs.description, "n_molecules": len(rs), "n_failed": len(inputs.failures), "failures": failures,
         "accuracy": accuracy,
-        "reference": {"training_mean": lm.mean, "training_std": lm.std,
-                      "explained": "prediction - training mean (target units); the training mean is not distributed",
+        **({"output": rs.meta["output"], "output_description": rs.meta["output_description"]} if lm.is_vector else {}),
+        "reference": {"training_mean": None if lm.is_vector else lm.mean, "training_std": None if lm.is_vector else lm.std,
+                      "explained": (rs.meta["explained"] if lm.is_vector else
+                                    "prediction - training mean (target units); the training mean is not distributed"),
                       "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed"},
         "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
         "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),

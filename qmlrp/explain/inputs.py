@@ -22,6 +22,7 @@ class Inputs:
     molecule: Callable[[int], object]
     failures: list[dict]
     description: str
+    vector_target: Callable[[int], np.ndarray] | None = None  # a vector target's values (QM9 inputs)
 
 
 def split_test_ids(model_dir: Path, which: str = "test") -> tuple[np.ndarray, str]:
@@ -127,10 +128,17 @@ def qm9_inputs(ids: Sequence[int], target: str, source: str = "qm9pack", checksu
         else:
             failures.append({"source": "qm9", "molecule": f"qm9:{i}",
                              "error": failed.get(i, "not in the featurized dataset")})
+    from molgraph import TARGETS
+
     sub = ds.subset(keep).with_targets([])
-    y = ds.subset(keep).target(target) if keep else np.zeros(0)
+    vector = None
+    if TARGETS[target].kind == "vector":  # e.g. freqs_cm1: the values, per molecule, for the selection
+        y = np.full(len(keep), np.nan)
+        vector = lambda i, _s=ds.subset(keep): _s.target_value(int(i), target).numpy()  # noqa: E731
+    else:
+        y = ds.subset(keep).target(target) if keep else np.zeros(0)
     return Inputs([f"qm9:{i}" for i in keep], np.asarray(sub.n_atoms, dtype=np.int64), np.asarray(y, dtype=np.float64),
-                  sub.__getitem__, sub.molecule, failures, description)
+                  sub.__getitem__, sub.molecule, failures, description, vector)
 
 
 def file_inputs(paths: Sequence[str]) -> Inputs:

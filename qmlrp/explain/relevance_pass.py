@@ -32,7 +32,9 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
     """The relevance pass of every command: LRP of molecules graph(0..M-1) with the composite
     `composite_for(rule, histogram_rule)`, in batches of similar size (sorted by atom count, so a
     batch pads little). Yields (indices, graphs, lrp.Explanation) per batch; relevance in the
-    network's own (standardized) output units, absorbed parts tracked module by module."""
+    network's own (standardized) output units, absorbed parts tracked module by module. `target`
+    is lrp.explain's (None, an output column, a start relevance), or a function (batch, graphs) ->
+    start relevance (B, outputs) computed per batch."""
     import lrp
     from molgraph import collate
 
@@ -43,7 +45,8 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
     for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
         graphs = [graph(int(i)) for i in idx]
         b = collate([g.with_targets({}) for g in graphs])
-        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), composite, target=target,
+        t = target(b, graphs) if callable(target) else target
+        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), composite, target=t,
                         track_absorbed=True)
         yield idx, graphs, e
 
@@ -59,6 +62,10 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     n = np.asarray(inputs.n_atoms, dtype=np.int64)
     m_count = len(n)
     target = None if lm.net.config.n_outputs == 1 else lm.output
+    scale = lm.std  # relevance of the standardized output -> target units
+    selected: dict[int, np.ndarray] = {}
+    if lm.is_vector:
+        target, scale = _vector_start(lm), 1.0  # the start relevance is in target units already
     off, poff = offsets_of(n)
     atom_rel = np.zeros((off[-1], N_ATOM_FEATURES), np.float32)
     pair_rel = np.zeros((poff[-1], N_PAIR_FEATURES), np.float32)
@@ -68,8 +75,8 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     elements = np.empty(off[-1], dtype="<U2")
     for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
                                             progress):
-        ra = e.relevance[0].double() * lm.std  # (B, N, 21)
-        rp = e.relevance[1].double() * lm.std  # (B, N, N, 13)
+        ra = e.relevance[0].double() * scale  # (B, N, 21)
+        rp = e.relevance[1].double() * scale  # (B, N, N, 13)
         gs = group_sums(ra, rp).numpy()
         pat = per_atom(ra, rp).numpy()
         out = e.output[:, lm.output].double().numpy()
@@ -81,16 +88,56 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             pa[off[i]:off[i + 1]] = pat[j, :k]
             elements[off[i]:off[i + 1]] = graphs[j].elements
         groups[idx] = gs
-        pred[idx] = out * lm.std + lm.mean
-        explained[idx] = e.explained.double().numpy() * lm.std
-        absorbed[idx] = e.absorbed.double().numpy() * lm.std
+        if lm.is_vector:
+            for j, i in enumerate(idx):
+                selected[int(i)] = target.last[j]
+            full = e.output.double().numpy() * lm.stds + lm.means  # (B, outputs), target units
+            for j, i in enumerate(idx):
+                pred[i] = float(full[j][selected[int(i)]].sum())
+        else:
+            pred[idx] = out * lm.std + lm.mean
+        explained[idx] = e.explained.double().numpy() * scale
+        absorbed[idx] = e.absorbed.double().numpy() * scale
     meta = {"model_dir": str(lm.model_dir), "target": lm.target, "unit": lm.unit, "rule": rule,
             "histogram_rule": histogram_rule or DEFAULT_HISTOGRAM_RULE,
             "training_mean": lm.mean, "training_std": lm.std,
             "explained": "prediction - training mean, in target units (LRP of the standardized output x std)",
+            **({"output": lm.selection.text, "output_description": lm.selection.describe(lm.target, lm.unit),
+                "training_mean": None, "training_std": None,
+                "explained": "sum over the selected outputs of (prediction - training mean of that output), "
+                             "target units (LRP started from std_k x standardized output k on the selected k)"}
+               if lm.is_vector else {}),
             "per_atom": "own atom features + half of each pair (i, j) and (j, i)"}
+    targets = np.asarray(inputs.targets, dtype=np.float64)
+    if lm.is_vector and inputs.vector_target is not None:  # the true values at the selected positions
+        targets = np.full(m_count, np.nan)
+        for i, sel in selected.items():
+            true = inputs.vector_target(i)
+            k = np.flatnonzero(sel)
+            targets[i] = float(true[k].sum()) if (k < len(true)).all() else np.nan
     return RelevanceSet(np.asarray(inputs.ids, dtype=str), n, off, poff, atom_rel, pair_rel, pa, groups, pred,
-                        np.asarray(inputs.targets, dtype=np.float64), explained, absorbed, elements, meta)
+                        targets, explained, absorbed, elements, meta)
+
+
+def _vector_start(lm):
+    """Start relevance of a vector model: std_k x standardized output k on the selected outputs
+    (so relevance is in target units and sums to the selection's prediction - training mean);
+    the last batch's (B, outputs) selection is left in `start.last`."""
+    import torch
+
+    from molgraph.targets import n_harmonic_modes
+
+    def start(b, graphs):
+        with torch.no_grad():
+            out = lm.net(b.atom_features, b.pair_features, b.atom_mask).double()
+        pred = out.numpy() * lm.stds + lm.means
+        n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
+        mask = lm.selection.mask(pred, n_values)
+        start.last = mask  # the batch's selection, read by explain_inputs
+        r0 = out * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
+        return r0.float()
+
+    return start
 
 
 def _tqdm(it, progress: bool, **kw):

@@ -43,6 +43,12 @@ def write_report(out: Path, s: dict) -> Path:
                f"(RMSE {acc['rmse']:.4g}; always predicting the training mean would give {acc['mae_of_training_mean']:.4g})."
                if acc else "The molecules have no reference values, so no accuracy is reported.")
     ref = s["reference"]
+    if ref.get("training_mean") is None:  # a vector model explained through an output selection
+        baseline_txt = (f"Explained: {_e(s.get('output_description', ''))} (output <code>{_e(s.get('output', ''))}</code>), "
+                        f"as its distance from the training means of the same outputs")
+    else:
+        baseline_txt = (f"The network predicts how far a\nmolecule's value lies from the training mean "
+                        f"({ref['training_mean']:.4g} {_e(unit)})")
     rows = []
     for name, g in s["groups"].items():
         r, z = g["raw"], g["normalized"]
@@ -109,8 +115,7 @@ With every atom removed the model predicts {f['empty_output']:.4g} {_e(unit)} (t
 <p>Model: <code>{_e(s['model_dir'])}</code> ({_e(s.get('model_note', ''))}). Target <b>{_e(s['target'])}</b> in {_e(unit)}.
 Molecules: {_e(s['selection'])}; {s['n_molecules']} explained, {s['n_failed']} could not be read or featurized.
 {acc_txt}</p>
-<p>Explanation: layer-wise relevance propagation, rule preset <code>{_e(s['rule'])}</code>. The network predicts how far a
-molecule's value lies from the training mean ({ref['training_mean']:.4g} {_e(unit)}); LRP splits that difference
+<p>Explanation: layer-wise relevance propagation, rule preset <code>{_e(s['rule'])}</code>. {baseline_txt}; LRP splits that difference
 (the <i>explained</i> part, on average {s['explained_mean']:.3g} {_e(unit)}) over every feature of every atom and atom pair,
 in {_e(unit)}. Positive relevance raises the prediction, negative lowers it. A part (on average {s['absorbed_mean']:.3g}
 {_e(unit)}) is kept by the network's biases (<i>absorbed</i>); the feature relevances sum to explained - absorbed

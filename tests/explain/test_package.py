@@ -111,3 +111,47 @@ def test_a_model_trained_on_a_label_table_is_explained_with_its_labels(tmp_path,
     rc = main(["explain", "--model", str(out), "--split", "test", "--cache-dir", str(cache), "--out", str(ex),
                "--heatmaps", "0", "--faithfulness", "0", "--no-progress"])
     assert rc == 2  # refused: the table is not the one the model was trained on
+
+
+def test_a_vector_model_is_explained_on_a_selected_output_range(model, tmp_path):
+    """A frequency-set model: the explained quantity is the sum over the selected modes of
+    (prediction - training mean); relevance conserves it; scalar-only options are refused."""
+    ds, sp = model["ds"], model["split"]
+    out = tmp_path / "freqs"
+    cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=1, batch_size=16, seed=0)
+    gcnn.Trainer(out, gcnn.WeaveConfig(**{**SMALL, "n_outputs": 81}), cfg, log=lambda m: None, progress=False).fit(
+        ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
+    sp.save(out / "split.json")
+    lm = load_model(out, output="above:2600")
+    pred_all = gcnn.load(out).predict_dataset(ds.subset(sp.test))  # (M, 81), cm^-1
+    results = {}
+    for spec in ("sum", "above:2600", "mode:1"):
+        ex = tmp_path / spec.replace(":", "_")
+        rc = main(["explain", "--model", str(out), "--split", "test", "--output", spec, "--cache-dir",
+                   str(model["root"] / "cache"), "--out", str(ex), "--heatmaps", "1", "--bootstrap", "20",
+                   "--no-progress"])
+        assert rc == 0
+        rs = load_relevance(ex)
+        s = json.loads((ex / "summary.json").read_text())
+        assert s["output"] == spec and s["max_conservation_error"] < 1e-2 * max(1.0, float(np.abs(rs.explained).max()))
+        np.testing.assert_allclose(rs.groups.sum(1) + rs.absorbed, rs.explained, rtol=1e-4, atol=1e-2)
+        results[spec] = rs
+    order = {f"qm9:{int(q)}": k for k, q in enumerate(sp.test)}
+    for spec, rs in results.items():
+        for k, mid in enumerate(rs.ids):
+            p = pred_all[order[str(mid)]]
+            n_modes = len(ds.by_id(int(str(mid).split(":")[1])).targets["freqs_cm1"])
+            sel = np.zeros(81, bool)
+            sel[:n_modes] = True
+            if spec == "above:2600":
+                sel &= p > 2600
+            elif spec == "mode:1":
+                sel[1:] = False
+            assert rs.prediction[k] == pytest.approx(p[sel].sum(), rel=1e-4, abs=1e-2)
+            assert rs.prediction[k] - rs.explained[k] == pytest.approx(lm.means[sel].sum(), rel=1e-4, abs=1e-1)
+            true = ds.by_id(int(str(mid).split(":")[1])).targets["freqs_cm1"].numpy()
+            assert rs.target[k] == pytest.approx(true[sel[:len(true)]].sum(), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown output selection"):
+        load_model(out, output="modes")
+    with pytest.raises(ValueError, match="--output is for vector"):
+        load_model(model["model"], output="sum")
