@@ -15,7 +15,7 @@ from .inputs import Inputs, file_inputs, label_table_of, qm9_inputs, read_ids, s
 from .models import load_model
 from .relevance_pass import explain_inputs
 from .statistics import group_statistics
-from .store import _group_names, save_relevance, write_groups_csv
+from .store import RelevanceSet, _group_names, save_relevance, write_groups_csv
 
 
 def add_arguments(p) -> None:
@@ -60,6 +60,60 @@ def run_from_args(args) -> int:
         return 2
 
 
+def choose_inputs(lm, files: Sequence[str], split: str | None, ids_file: str | None, max_molecules: int | None,
+                  seed: int, cache_root, log, progress: bool) -> Inputs:
+    """Stage 1: the molecules to explain: user files, a file of QM9 ids, or the model's own split
+    (rejoined with the label table the model recorded), optionally a seeded sample."""
+    meta_split = lm.config.get("split", {})
+    if files:
+        inputs = file_inputs(list(files))
+    else:
+        if ids_file:
+            ids, desc = np.asarray(read_ids(ids_file)), f"QM9 ids from {ids_file}"
+        else:
+            ids, desc = split_test_ids(lm.model_dir, split or "test")
+        if max_molecules is not None and max_molecules < len(ids):
+            ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_molecules, replace=False))
+            desc += f", a seeded sample (seed {seed}) of {max_molecules}"
+        inputs = qm9_inputs(ids, lm.target, meta_split.get("source", "qm9pack"), meta_split.get("source_checksum"),
+                            cache_root, desc, log=log, progress=progress, labels=label_table_of(lm.config, lm.model_dir))
+    if files and max_molecules is not None and max_molecules < len(inputs.ids):
+        keep = np.sort(np.random.default_rng(seed).choice(len(inputs.ids), size=max_molecules, replace=False))
+        g, mo = inputs.graph, inputs.molecule
+        inputs = Inputs([inputs.ids[i] for i in keep], inputs.n_atoms[keep], inputs.targets[keep],
+                        lambda i: g(int(keep[i])), lambda i: mo(int(keep[i])), inputs.failures,
+                        inputs.description + f", a seeded sample (seed {seed}) of {max_molecules}")
+    return inputs
+
+
+def amplification_of(rs: RelevanceSet, std: float) -> dict:
+    """Per molecule, the sum of |relevance| over its features in units of the training std; the
+    quantiles, the count above 100 and the ten largest."""
+    abs_total = np.add.reduceat(np.abs(rs.atom_relevance).sum(1, dtype=np.float64), rs.offsets[:-1]) + \
+        np.add.reduceat(np.abs(rs.pair_relevance).sum(1, dtype=np.float64), rs.pair_offsets[:-1])
+    amp = abs_total / std
+    worst = np.argsort(-amp)[:10]
+    amplification = {"quantiles": {q: float(np.percentile(amp, float(q))) for q in ("50", "90", "99", "100")},
+                     "n_above_100": int((amp > 100).sum()),
+                     "largest": [{"id": str(rs.ids[i]), "sum_abs_relevance": float(abs_total[i]),
+                                  "in_training_std": float(amp[i]), "explained": float(rs.explained[i]),
+                                  "absorbed": float(rs.absorbed[i])} for i in worst]}
+    return amplification
+
+
+def accuracy_of(rs: RelevanceSet, lm) -> dict | None:
+    """MAE and RMSE of the explained predictions over the molecules with a reference value, and
+    the MAE of always predicting the training mean; None without reference values."""
+    labelled = np.isfinite(rs.target)
+    accuracy = None
+    if labelled.any():
+        err = rs.prediction[labelled] - rs.target[labelled]
+        accuracy = {"n": int(labelled.sum()), "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+                    "mae_of_training_mean": float(np.abs(rs.target[labelled] - (
+                        rs.prediction[labelled] - rs.explained[labelled] if lm.is_vector else lm.mean)).mean())}
+    return accuracy
+
+
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
         histogram_rule: str | None = None, output: str | None = None, heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
@@ -82,25 +136,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     lm = load_model(model, fold, target, output)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta_split = lm.config.get("split", {})
-    if files:
-        inputs = file_inputs(list(files))
-    else:
-        if ids_file:
-            ids, desc = np.asarray(read_ids(ids_file)), f"QM9 ids from {ids_file}"
-        else:
-            ids, desc = split_test_ids(lm.model_dir, split or "test")
-        if max_molecules is not None and max_molecules < len(ids):
-            ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_molecules, replace=False))
-            desc += f", a seeded sample (seed {seed}) of {max_molecules}"
-        inputs = qm9_inputs(ids, lm.target, meta_split.get("source", "qm9pack"), meta_split.get("source_checksum"),
-                            cache_root, desc, log=log, progress=progress, labels=label_table_of(lm.config, lm.model_dir))
-    if files and max_molecules is not None and max_molecules < len(inputs.ids):
-        keep = np.sort(np.random.default_rng(seed).choice(len(inputs.ids), size=max_molecules, replace=False))
-        g, mo = inputs.graph, inputs.molecule
-        inputs = Inputs([inputs.ids[i] for i in keep], inputs.n_atoms[keep], inputs.targets[keep],
-                        lambda i: g(int(keep[i])), lambda i: mo(int(keep[i])), inputs.failures,
-                        inputs.description + f", a seeded sample (seed {seed}) of {max_molecules}")
+    inputs = choose_inputs(lm, files, split, ids_file, max_molecules, seed, cache_root, log, progress)
     timings["load_s"] = round(time.time() - t0, 2)
     for f in inputs.failures:
         log(f"FAILED {f['source']}{'' if f['molecule'] is None else ', molecule ' + str(f['molecule'])}: {f['error']}")
@@ -115,15 +151,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     timings["explain_s"] = round(time.time() - t, 2)
     rs.meta.update({"model_note": lm.note, "selection": inputs.description})
     conservation = np.abs(rs.groups.sum(1) + rs.absorbed - rs.explained)
-    abs_total = np.add.reduceat(np.abs(rs.atom_relevance).sum(1, dtype=np.float64), rs.offsets[:-1]) + \
-        np.add.reduceat(np.abs(rs.pair_relevance).sum(1, dtype=np.float64), rs.pair_offsets[:-1])
-    amp = abs_total / lm.std
-    worst = np.argsort(-amp)[:10]
-    amplification = {"quantiles": {q: float(np.percentile(amp, float(q))) for q in ("50", "90", "99", "100")},
-                     "n_above_100": int((amp > 100).sum()),
-                     "largest": [{"id": str(rs.ids[i]), "sum_abs_relevance": float(abs_total[i]),
-                                  "in_training_std": float(amp[i]), "explained": float(rs.explained[i]),
-                                  "absorbed": float(rs.absorbed[i])} for i in worst]}
+    amplification = amplification_of(rs, lm.std)
     t = time.time()
     save_relevance(out / "relevance.npz", rs)
     write_groups_csv(out / "groups.csv", rs)
@@ -132,13 +160,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     t = time.time()
     stats = group_statistics(rs.groups, rs.n_atoms, resamples=bootstrap, seed=seed)
     timings["statistics_s"] = round(time.time() - t, 2)
-    labelled = np.isfinite(rs.target)
-    accuracy = None
-    if labelled.any():
-        err = rs.prediction[labelled] - rs.target[labelled]
-        accuracy = {"n": int(labelled.sum()), "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-                    "mae_of_training_mean": float(np.abs(rs.target[labelled] - (
-                        rs.prediction[labelled] - rs.explained[labelled] if lm.is_vector else lm.mean)).mean())}
+    accuracy = accuracy_of(rs, lm)
     title = f"{lm.target} ({lm.unit}): LRP {rule}, {len(rs)} molecules, {lm.model_dir}"
     plot_groups(stats, lm.unit, title, out / "group_relevance")
 
