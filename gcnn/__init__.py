@@ -2,9 +2,9 @@
 training with resumable checkpoints, and prediction from a model directory."""
 from .model import WeaveConfig, WeaveLayer, WeaveNet
 from .protocol import cross_validate, learning_curve
-from .training import (Predictor, TrainConfig, Trainer, load, model_dirs, read_batch, regression_metrics, size_buckets,
+from .training import (Predictor, TrainConfig, Trainer, load, model_dirs, read_batch, write_checksums, regression_metrics, size_buckets,
                        tune_allocator)
 
 __all__ = ["WeaveNet", "WeaveConfig", "WeaveLayer", "Trainer", "TrainConfig", "Predictor", "load",
            "regression_metrics", "size_buckets",
-           "read_batch", "tune_allocator", "model_dirs", "cross_validate", "learning_curve"]
+           "read_batch", "tune_allocator", "model_dirs", "write_checksums", "cross_validate", "learning_curve"]

@@ -309,6 +309,7 @@ class Trainer:
                 state.update(best_val=val_mae, best_epoch=state["epoch"], bad_epochs=0)
                 if main:
                     atomic_torch_save(net.state_dict(), self.out / "weights.pt")
+                    write_checksums(self.out)
             else:
                 state["bad_epochs"] += 1
             row = {"epoch": state["epoch"], "train_loss": total / max(seen, 1), "val_mae": val_mae,
@@ -373,6 +374,8 @@ class Trainer:
         cfg = {**meta, "units": {t: TARGETS[t].unit for t in meta["targets"]}, "format": "qmlrp-weave-1"}
         cfg["inputs"] = _inputs_record(train_ds)
         atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
+        if (self.out / "weights.pt").exists():
+            write_checksums(self.out)
 
     def _cfg(self) -> dict:
         return json.loads((self.out / "config.json").read_text())
@@ -441,18 +444,87 @@ class Predictor:
         return outs.mean(0), outs.std(0)
 
 
+CHECKSUMS = "checksums.json"
+_CHECKED_FILES = ("config.json", "weights.pt")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(model_dir: str | os.PathLike) -> None:
+    """Record the SHA-256 of a model directory's config.json and weights.pt in checksums.json;
+    `load` refuses a directory whose files no longer match (Trainer writes it with every best
+    epoch)."""
+    d = Path(model_dir)
+    sums = {name: _sha256(d / name) for name in _CHECKED_FILES if (d / name).exists()}
+    atomic_write_text(d / CHECKSUMS, json.dumps({"sha256": sums}, indent=2))
+
+
+def _verify_checksums(model_dir: Path) -> None:
+    path = model_dir / CHECKSUMS
+    if not path.exists():
+        return  # a directory from before checksums were recorded
+    try:
+        recorded = json.loads(path.read_text())["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path}: not a checksum file (expected {{'sha256': {{file: digest}}}})") from None
+    for name, digest in recorded.items():
+        f = model_dir / name
+        if not f.exists():
+            raise ValueError(f"{model_dir}: {name} is listed in {CHECKSUMS} but missing")
+        actual = _sha256(f)
+        if actual != digest:
+            raise ValueError(f"{f}: SHA-256 {actual[:16]}... does not match the {digest[:16]}... recorded in "
+                             f"{path}; the file was changed or damaged after training, so the model is refused")
+
+
 def _load_one(model_dir: Path, device: str):
     cfg_path, w_path = model_dir / "config.json", model_dir / "weights.pt"
     if not cfg_path.exists() or not w_path.exists():
         raise FileNotFoundError(f"{model_dir}: not a model directory (needs config.json and weights.pt)")
+    _verify_checksums(model_dir)
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("format") != "qmlrp-weave-1":
         raise ValueError(f"{cfg_path}: unknown model format {cfg.get('format')!r}; expected 'qmlrp-weave-1'")
-    model = WeaveNet(WeaveConfig.from_json(cfg["model"]))
-    state = torch.load(w_path, weights_only=True, map_location=device)
+    missing = [k for k in ("model", "targets", "units", "mean", "std") if k not in cfg]
+    if missing:
+        raise ValueError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
+    if not isinstance(cfg["model"], dict):
+        raise ValueError(f"{cfg_path}: 'model' must be an object of WeaveNet settings, got {type(cfg['model']).__name__}")
+    try:
+        model = WeaveNet(WeaveConfig.from_json(cfg["model"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{cfg_path}: key 'model': {exc}") from None
+    for key in ("mean", "std"):
+        v = cfg[key]
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise ValueError(f"{cfg_path}: key '{key}' must be a list of numbers, got {v!r}")
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"{cfg_path}: key '{key}' holds a value that is not finite ({v}); the model cannot "
+                             f"be denormalized")
+    if any(x <= 0 for x in cfg["std"]):
+        raise ValueError(f"{cfg_path}: key 'std' must be positive (got {cfg['std']}); a zero std would predict "
+                         f"the training mean for every molecule")
+    if not isinstance(cfg["targets"], list) or not all(isinstance(x, str) for x in cfg["targets"]):
+        raise ValueError(f"{cfg_path}: key 'targets' must be a list of target names, got {cfg['targets']!r}")
+    if not isinstance(cfg["units"], dict) or any(t not in cfg["units"] for t in cfg["targets"]):
+        raise ValueError(f"{cfg_path}: key 'units' must give a unit for every target ({cfg['targets']})")
+    try:
+        state = torch.load(w_path, weights_only=True, map_location=device)
+    except Exception as exc:  # truncated, empty, not a torch file, or a pickle that is refused
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ValueError(f"{w_path}: not readable as model weights ({type(exc).__name__}: {reason}). "
+                         f"Weights load without executing code; a file that needs more than that is refused") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{w_path}: expected a state dict of tensors, got {type(state).__name__}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

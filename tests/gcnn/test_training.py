@@ -66,6 +66,9 @@ def test_load_predicts_in_units_and_refuses_tampered_configs(tmp_path, data):
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["atom_hidden"] = 12
     cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match the .* recorded in .*checksums.json"):
+        gcnn.load(tmp_path / "m")  # any change after training is caught by the checksums first
+    (tmp_path / "m" / "checksums.json").unlink()  # a hand-made directory: the content checks still hold
     with pytest.raises(ValueError, match="does not match"):
         gcnn.load(tmp_path / "m")
     cfg["format"] = "pickle"
@@ -77,6 +80,42 @@ def test_load_predicts_in_units_and_refuses_tampered_configs(tmp_path, data):
         gcnn.load(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="not a model directory|no config.json"):
         gcnn.load(tmp_path / "nothing")
+
+
+def test_damaged_or_implausible_model_files_are_refused_with_the_file_and_key(tmp_path, data):
+    import pickle
+    import shutil
+
+    _, train, val, _ = data
+    _trainer(tmp_path / "m", 1).fit(train, val)
+    assert json.loads((tmp_path / "m" / "checksums.json").read_text())["sha256"].keys() == {"config.json", "weights.pt"}
+
+    def variant(name, edit_cfg=None, weights=None):
+        d = tmp_path / name
+        shutil.copytree(tmp_path / "m", d)
+        (d / "checksums.json").unlink()
+        if edit_cfg:
+            cfg = json.loads((d / "config.json").read_text())
+            edit_cfg(cfg)
+            (d / "config.json").write_text(json.dumps(cfg))
+        if weights is not None:
+            (d / "weights.pt").write_bytes(weights)
+        return d
+
+    cases = [
+        (variant("std0", lambda c: c.update(std=[0.0])), "'std' must be positive"),
+        (variant("stdnan", lambda c: c.update(std=[float("nan")])), "not finite"),
+        (variant("nomodel", lambda c: c.pop("model")), "missing key.*model"),
+        (variant("nounits", lambda c: c.pop("units")), "missing key.*units"),
+        (variant("badtype", lambda c: c["model"].update(atom_hidden="eight")), "config.json: key 'model'"),
+        (variant("empty", weights=b""), "weights.pt: not readable as model weights"),
+        (variant("truncated", weights=(tmp_path / "m" / "weights.pt").read_bytes()[:500]), "not readable as model weights"),
+        (variant("pickle", weights=pickle.dumps({"a": 1})), "not readable as model weights"),
+    ]
+    for d, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            gcnn.load(d)
+        assert "weights_only=False" not in str(info.value)
 
 
 def test_ensemble_of_fold_models_gives_mean_and_spread(tmp_path, data):
