@@ -250,7 +250,12 @@ class Trainer:
         ckpt = self.out / "checkpoint.pt"
         meta = self._meta(mean, std, train_ds, val_ds, split_meta)
         if ckpt.exists():
-            saved = torch.load(ckpt, weights_only=True, map_location=device)
+            try:
+                saved = torch.load(ckpt, weights_only=True, map_location=device)
+                saved["meta"], saved["model"], saved["optimizer"], saved["state"]
+            except Exception as exc:  # empty, truncated, not a checkpoint, or a pickle that is refused
+                raise ValueError(f"{ckpt}: not readable as a training checkpoint ({type(exc).__name__}); delete it to "
+                                 f"start this run again from scratch (weights.pt, the best model so far, is kept)") from None
             if saved["meta"] != json.dumps(meta, sort_keys=True):
                 raise ValueError(f"{ckpt} belongs to another run (config, targets or split differ); use another --out or delete it")
             net.load_state_dict(saved["model"])

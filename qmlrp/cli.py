@@ -168,8 +168,12 @@ def cmd_train(args) -> int:
     if rank == 0:
         splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
     trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr), progress=rank == 0)
-    trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
-                deadline=_deadline(args))
+    try:
+        trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
+                    deadline=_deadline(args))
+    except ValueError as exc:
+        print(f"qmlrp train: {exc}", file=sys.stderr)
+        return 2
     if rank != 0:
         return 0
     if not trainer.finished:
@@ -222,9 +226,13 @@ def cmd_cv(args) -> int:
     if not _check_target("cv", args.target):
         return 2
     ds = _load(args)
-    summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
-                                  log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
-                                  folds=_fold_list(args.only_folds, args.folds))
+    try:
+        summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
+                                      log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
+                                      folds=_fold_list(args.only_folds, args.folds))
+    except ValueError as exc:
+        print(f"qmlrp cv: {exc}", file=sys.stderr)
+        return 2
     for r in summary["folds"]:
         print(f"fold {r['fold']}: MAE {r['mae']:.4f} {r['unit']} (n_test {r['n_test']})")
     if not summary["complete"]:
@@ -287,11 +295,14 @@ def cmd_predict(args) -> int:
             if predictor.is_vector:  # a set of values: as many as the molecule has (3N-6, or 3N-5 if linear)
                 t = predictor.targets[0]
                 k = _n_modes(item)
+                unc = [round(float(v), 6) for v in spread[0, :k]] if len(predictor.models) > 1 else None
                 rows.append({**base, "target": t, "prediction": [round(float(v), 6) for v in mean[0, :k]],
-                             "uncertainty": [round(float(v), 6) for v in spread[0, :k]], "unit": predictor.units[t]})
+                             "uncertainty": unc, "unit": predictor.units[t]})
                 continue
             for k, t in enumerate(predictor.targets):
-                rows.append({**base, "target": t, "prediction": float(mean[0, k]), "uncertainty": float(spread[0, k]),
+                # one model has no ensemble spread: null, not 0 (which would read as certainty)
+                unc = float(spread[0, k]) if len(predictor.models) > 1 else None
+                rows.append({**base, "target": t, "prediction": float(mean[0, k]), "uncertainty": unc,
                              "unit": predictor.units[t]})
     if args.json:
         print(json.dumps({"predictions": rows, "failures": failures}, indent=2))

@@ -145,6 +145,6 @@ def _tqdm(it, progress: bool, **kw):
         return it
     from tqdm.auto import tqdm
 
-    return tqdm(it, file=sys.stderr, **kw)
+    return tqdm(it, file=sys.stderr, disable=None, **kw)  # None: off when stderr is not a terminal
 
 

@@ -149,7 +149,15 @@ def test_train_and_predict_cli(tmp_path, monkeypatch, capsys):
     assert rc == 1 and "open-shell" in captured.err
     rows = json.loads(captured.out)["predictions"]
     assert len(rows) == 1 and rows[0]["unit"] == "eV" and rows[0]["formula"] == "C2H6O"
+    assert rows[0]["n_models"] == 1 and rows[0]["uncertainty"] is None  # no ensemble: no spread, not 0
     assert main(["train", "--target", "alpha", "--out", str(out)]) == 2
+    # a damaged checkpoint: one line that says what to do, no traceback
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])
+    rc = main(["train", "--ids", str(ids), "--workers", "1", "--target", "zpve_ev", "--out", str(out),
+               "--epochs", "2", "--batch-size", "16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not readable as a training checkpoint" in err and "delete it" in err
+    assert "Traceback" not in err
     assert main(["predict", "--model", str(tmp_path / "none"), str(data / "ethanol.sdf")]) == 2
 
 
