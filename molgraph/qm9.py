@@ -88,6 +88,26 @@ def _iter_payloads(source: str, root: Path | None, wanted: set[int] | None) -> I
 
 
 # ----------------------------------------------------------------------------- worker
+def _die_with_parent() -> None:
+    """Pool initializer: the kernel sends SIGTERM to this worker when its parent dies (Linux
+    prctl PR_SET_PDEATHSIG), so a killed build leaves no orphans; elsewhere a no-op."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+    except OSError:
+        pass
+
+
 def _featurize_chunk(args) -> dict:
     """Worker: payloads -> packed arrays for the molecules that worked, and the failures."""
     chunk_id, payloads, featurizer = args
@@ -190,7 +210,7 @@ def build(source: _Source, featurizer: MolecularGraphFeaturizer, out: Path, *, w
     bar = tqdm(total=total, unit="mol", desc="featurize", disable=not progress, smoothing=0.05)
     bar.update(len(done) * CHUNK if total is None else min(len(done) * CHUNK, total))
     n_failed = 0
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) if workers > 1 else None
 
     def bounded(pool):
         """Results in chunk order with at most 2 x workers chunks in flight (bounded memory)."""

@@ -160,3 +160,35 @@ def test_batch_reads_exactly_what_collate_of_the_molecules_gives(small):
         small.batch([len(small)])
     with pytest.raises(ValueError, match="at least one"):
         small.batch([])
+
+
+@pytest.mark.slow
+def test_featurize_workers_die_with_a_killed_parent(tmp_path):
+    """kill -9 of `qmlrp featurize` leaves no pool workers behind (they used to run on as orphans)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "qmlrp.cli", "featurize", "--sample", "20000", "--workers", "2",
+                             "--cache-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children():
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    deadline = time.time() + 60
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    kids = children()
+    assert len(kids) >= 2, "the pool did not start"
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().split()[2]]
+    assert not alive, f"orphaned workers still running: {alive}"
