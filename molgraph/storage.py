@@ -10,6 +10,17 @@ from pathlib import Path
 import numpy as np
 
 
+def _file_mode() -> int:
+    """The mode a plainly created file gets (0666 minus the umask); mkstemp's temporary files
+    are 0600, which would make every result readable by its owner only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _atomic(path, write, mode: str):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +30,7 @@ def _atomic(path, write, mode: str):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -192,3 +192,14 @@ def test_featurize_workers_die_with_a_killed_parent(tmp_path):
         time.sleep(0.2)
         alive = [k for k in kids if os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().split()[2]]
     assert not alive, f"orphaned workers still running: {alive}"
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from molgraph.storage import atomic_write_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
