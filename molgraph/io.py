@@ -32,10 +32,14 @@ def _load_text(path_or_text: PathOrText) -> tuple[str, str]:
         raise MoleculeError(str(path), None, "file not found")
     if path.is_dir():
         raise MoleculeError(str(path), None, "is a directory, expected an XYZ file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise MoleculeError(str(path), None, "not a text file (it holds NUL bytes)")
     try:
-        return path.read_text(), str(path)
-    except UnicodeDecodeError as exc:
-        raise MoleculeError(str(path), None, f"not a text file ({exc.reason})") from None
+        return data.decode("utf-8-sig"), str(path)  # a UTF-8 byte-order mark is not part of the count line
+    except UnicodeDecodeError:
+        # not UTF-8: a Latin-1 byte in a comment or name line; coordinates are ASCII either way
+        return data.decode("latin-1"), str(path)
 
 
 _KEYVAL = re.compile(r"(\w+)\s*=\s*(\S+)")

@@ -105,3 +105,24 @@ def test_unknown_extension_is_reported(tmp_path):
     p.write_text("ATOM")
     (item,) = list(iter_molecules(p))
     assert isinstance(item, MoleculeError) and "unknown file type '.pdb'" in str(item)
+
+
+def test_xyz_with_a_byte_order_mark_or_a_latin1_comment_is_read(tmp_path):
+    from molgraph import read_xyz
+
+    body = "3\n{comment}\nO 0.0 0.0 0.117\nH 0.0 0.757 -0.467\nH 0.0 -0.757 -0.467\n"
+    bom = tmp_path / "bom.xyz"
+    bom.write_bytes(b"\xef\xbb\xbf" + body.format(comment="water").encode())
+    latin = tmp_path / "latin.xyz"
+    latin.write_bytes(body.format(comment="Wasser, 25 \xb0C").encode("latin-1"))
+    for path in (bom, latin):
+        (mol,) = read_xyz(path)
+        assert mol.elements == ("O", "H", "H")
+    binary = tmp_path / "binary.xyz"
+    binary.write_bytes(b"3\n\x00\x01\x02")
+    import pytest
+
+    from molgraph import MoleculeError
+
+    with pytest.raises(MoleculeError, match="not a text file"):
+        read_xyz(binary)
