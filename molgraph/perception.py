@@ -41,10 +41,9 @@ def check_species(mol: Molecule, supported: tuple[str, ...], allow_charged: bool
     if not allow_charged and mol.charge != 0:
         raise mol.error(f"charged species (net charge {mol.charge:+d}) unsupported: the featurizer handles neutral molecules")
     if not allow_open_shell and (mol.multiplicity != 1 or electrons % 2):
-        raise mol.error(
-            f"open-shell species ({electrons} electrons, multiplicity {mol.multiplicity}) unsupported: "
-            "the featurizer handles closed-shell molecules"
-        )
+        why = (f"an odd number of electrons ({electrons}): a radical, multiplicity at least 2"
+               if electrons % 2 else f"{electrons} electrons with multiplicity {mol.multiplicity} (given)")
+        raise mol.error(f"open-shell species ({why}) unsupported: the featurizer handles closed-shell molecules")
 
 
 def _skeleton(mol: Molecule) -> Chem.RWMol:

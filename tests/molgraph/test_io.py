@@ -126,3 +126,14 @@ def test_xyz_with_a_byte_order_mark_or_a_latin1_comment_is_read(tmp_path):
 
     with pytest.raises(MoleculeError, match="not a text file"):
         read_xyz(binary)
+
+
+def test_a_radical_is_described_by_its_odd_electron_count_not_as_multiplicity_1():
+    import pytest
+
+    from molgraph import MolecularGraphFeaturizer, MoleculeError, read_xyz
+
+    (ch3,) = read_xyz("4\nmethyl\nC 0 0 0\nH 1.08 0 0\nH -0.54 0.935 0\nH -0.54 -0.935 0\n")
+    with pytest.raises(MoleculeError, match=r"odd number of electrons \(9\): a radical") as info:
+        MolecularGraphFeaturizer()(ch3)
+    assert "multiplicity 1" not in str(info.value)
