@@ -343,8 +343,10 @@ def cmd_stability(args) -> int:
                f"--max-molecules {args.max_molecules} --out {out}")
     if args.histogram_rule:
         command += f" --histogram-rule {args.histogram_rule}"
+    if args.reference != "mean":
+        command += f" --reference {args.reference}"
     return run(args.models, out, rules, args.split, ids, args.max_molecules, args.seed, args.batch_size,
-               args.cache_dir, command=command, histogram_rule=args.histogram_rule)
+               args.cache_dir, command=command, histogram_rule=args.histogram_rule, reference=args.reference)
 
 
 def cmd_quickstart(args) -> int:
@@ -441,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--batch-size", type=int, default=64)
     st.add_argument("--cache-dir", help="where caches live (default $QMLRP_CACHE or ~/.cache/qmlrp)")
+    st.add_argument("--reference", default="mean", help="as in qmlrp explain: mean (default), empty, or a molecule file")
     st.add_argument("--histogram-rule", choices=("pass", "rescale"),
                     help="LRP rule of the Gaussian-histogram readout, as in qmlrp explain (default: gcnn's)")
     st.set_defaults(func=cmd_stability)

@@ -40,7 +40,7 @@ from molgraph import GROUP_NAMES
 from .compare import GROUP_SETS, set_shares
 from .explain.inputs import qm9_pool
 from .explain.models import member_dirs
-from .explain.relevance_pass import relevance_batches
+from .explain.relevance_pass import _scalar_start, reference_graph, reference_output, relevance_batches
 
 DEFAULT_RULES = ("epsilon", "weave", "alpha2-beta1")
 
@@ -93,7 +93,7 @@ def seen_counts(ids: np.ndarray, splits_: Sequence[dict | None]) -> dict[str, np
 
 # ----------------------------------------------------------------------------- explaining
 def explain_groups(net, std: float, ds, rule: str, batch_size: int = 64, progress=None,
-                   histogram_rule: str | None = None) -> dict[str, np.ndarray]:
+                   histogram_rule: str | None = None, reference="mean") -> dict[str, np.ndarray]:
     """Every molecule of `ds` explained by one WeaveNet (standardized output) with one rule, through
     the relevance pass `explain` uses (`relevance_batches`: the same composite and histogram rule):
     {'groups': (M, 12) relevance per group in target units (times std), 'explained', 'absorbed',
@@ -105,7 +105,10 @@ def explain_groups(net, std: float, ds, rule: str, batch_size: int = 64, progres
     m = len(ds)
     g = np.zeros((m, len(GROUP_NAMES)))
     explained, absorbed, cons = np.zeros(m), np.zeros(m), np.zeros(m)
-    for idx, _, e in relevance_batches(net, ds.__getitem__, np.asarray(ds.n_atoms), rule, histogram_rule,
+    target = None
+    if not (isinstance(reference, str) and reference == "mean"):  # explained = f(x) - f(reference)
+        target = _scalar_start(net, 0, reference_output(net, reference))
+    for idx, _, e in relevance_batches(net, ds.__getitem__, np.asarray(ds.n_atoms), rule, histogram_rule, target,
                                        batch_size=batch_size):
         with torch.no_grad():
             gs = group_sums(e.relevance[0].double(), e.relevance[1].double()).numpy() * std  # (B, 12)
@@ -246,7 +249,7 @@ def rule_comparison(s: np.ndarray, rules: Sequence[str]) -> dict:
 def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None, ids: Sequence[int] | None = None,
           max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None, pool=None,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), progress: bool = True,
-          histogram_rule: str | None = None) -> tuple[dict, dict]:
+          histogram_rule: str | None = None, reference: str = "mean") -> tuple[dict, dict]:
     """Run the study (`histogram_rule` as in `qmlrp explain`: None keeps gcnn's default); returns (stability.json content, arrays: ids, groups (R, F, M, 12), ...)."""
     import gcnn
     import lrp
@@ -257,6 +260,7 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
     unknown = [r for r in rules if r not in lrp.presets()]
     if unknown or not rules:
         raise ValueError(f"unknown rule(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(lrp.presets())}")
+    ref = reference_graph(reference)
     dirs = member_dirs(models)
     loaded = []
     for d in dirs:
@@ -300,7 +304,7 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
     for r, rule in enumerate(rules):
         for f, (_, net, std, _, _) in enumerate(loaded):
             res = explain_groups(net, std, ds, rule, batch_size, progress=bar.update if bar else None,
-                                     histogram_rule=histogram_rule)
+                                     histogram_rule=histogram_rule, reference=ref)
             groups[r, f], explained[r, f], absorbed[r, f], cons[r, f] = (res["groups"], res["explained"],
                                                                          res["absorbed"], res["conservation"])
     if bar:
@@ -316,6 +320,7 @@ def study(models, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None
     member_names = [d.name if len(dirs) > 1 else str(d) for d in dirs]
     out = {
         "models": str(models), "members": member_names, "target": target, "unit": unit, "rules": list(rules),
+        "reference": reference, "histogram_rule": histogram_rule,
         "molecules": {
             "selection": desc, "n_chosen": int(len(chosen)), "n_explained": int(len(used)),
             "failures": failures, "without_relevance": dropped,
@@ -523,14 +528,15 @@ def write_outputs(res: dict, arrays: dict, out, command: str | None = None) -> l
 
 def run(models, out=None, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None, ids: Sequence[int] | None = None,
         max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None,
-        command: str | None = None, progress: bool = True, histogram_rule: str | None = None) -> int:
+        command: str | None = None, progress: bool = True, histogram_rule: str | None = None,
+        reference: str = "mean") -> int:
     """The CLI body. Returns the exit status."""
     out = Path(out) if out else Path(models) / "stability"
     try:
         if split and ids is not None:
             raise ValueError("choose the molecules one way: --split or --ids")
         res, arrays = study(models, rules, split, ids, max_molecules, seed, batch_size, cache_root, progress=progress,
-                            histogram_rule=histogram_rule)
+                            histogram_rule=histogram_rule, reference=reference)
     except (FileNotFoundError, ValueError) as exc:
         print(f"qmlrp stability: {exc}", file=sys.stderr)
         return 2

@@ -13,8 +13,8 @@ from .charts import plot_groups
 from .heatmaps import draw_heatmaps, select_representative
 from .inputs import Inputs, file_inputs, label_table_of, qm9_inputs, read_ids, split_test_ids
 from .models import load_model
-from .relevance_pass import explain_inputs
-from .statistics import group_statistics
+from .relevance_pass import explain_inputs, reference_graph
+from .statistics import cancellation, group_statistics
 from .store import RelevanceSet, _group_names, save_relevance, write_groups_csv
 
 
@@ -31,6 +31,10 @@ def add_arguments(p) -> None:
                         "value) or 'rescale' (relative to the value 0, a ReLU-dead feature); default: gcnn's "
                         "(gcnn.lrp_rules.DEFAULT_HISTOGRAM_RULE)")
     p.add_argument("--target", help="which target of a multi-target model")
+    p.add_argument("--reference", default="mean",
+                   help="what the explained quantity is measured from: mean (default: the training mean), empty "
+                        "(the molecule with no atoms: relevance adds up to the property above the network's "
+                        "constant part), or a file with one reference molecule")
     p.add_argument("--output", help="vector models (frequency sets): what is explained, summed over the chosen "
                                     "outputs: sum (default: all of a molecule's values), mode:K (the K-th sorted "
                                     "value), above:X or below:X (the values predicted above / below X, target units)")
@@ -50,7 +54,7 @@ def add_arguments(p) -> None:
 def run_from_args(args) -> int:
     try:
         return run(model=args.model, out=Path(args.out), files=args.files, split=args.split, ids_file=args.ids,
-                   rule=args.rule, histogram_rule=args.histogram_rule, target=args.target, output=args.output, fold=args.fold, max_molecules=args.max_molecules,
+                   rule=args.rule, histogram_rule=args.histogram_rule, target=args.target, output=args.output, reference=args.reference, fold=args.fold, max_molecules=args.max_molecules,
                    heatmaps=args.heatmaps, faithfulness=args.faithfulness, random_orders=args.random_orders,
                    bootstrap=args.bootstrap, batch_size=args.batch_size, seed=args.seed, cache_root=args.cache_dir,
                    progress=not args.no_progress)
@@ -116,7 +120,7 @@ def accuracy_of(rs: RelevanceSet, lm) -> dict | None:
 
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
-        histogram_rule: str | None = None, output: str | None = None, heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
+        histogram_rule: str | None = None, output: str | None = None, reference: str = "mean", heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
         batch_size: int = 128, seed: int = 0, cache_root=None, progress: bool = True,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> int:
     import lrp
@@ -134,6 +138,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
 
         _check(histogram_rule)
     lm = load_model(model, fold, target, output)
+    ref = reference_graph(reference)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inputs = choose_inputs(lm, files, split, ids_file, max_molecules, seed, cache_root, log, progress)
@@ -147,7 +152,7 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
     log(f"explaining {len(inputs.ids)} molecules ({inputs.description}) with {lm.note}, rule {rule}")
 
     t = time.time()
-    rs = explain_inputs(lm, inputs, rule, batch_size, progress, histogram_rule)
+    rs = explain_inputs(lm, inputs, rule, batch_size, progress, histogram_rule, reference=ref)
     timings["explain_s"] = round(time.time() - t, 2)
     rs.meta.update({"model_note": lm.note, "selection": inputs.description})
     conservation = np.abs(rs.groups.sum(1) + rs.absorbed - rs.explained)
@@ -188,9 +193,13 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
         "accuracy": accuracy,
         **({"output": rs.meta["output"], "output_description": rs.meta["output_description"]} if lm.is_vector else {}),
         "reference": {"training_mean": None if lm.is_vector else lm.mean, "training_std": None if lm.is_vector else lm.std,
-                      "explained": (rs.meta["explained"] if lm.is_vector else
+                      "explained": (rs.meta["explained"] if lm.is_vector or "reference" in rs.meta else
                                     "prediction - training mean (target units); the training mean is not distributed"),
-                      "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed"},
+                      "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed",
+                      "kind": reference if reference in ("mean", "empty") else "molecule",
+                      **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
+                         if "reference" in rs.meta else {})},
+        "cancellation": cancellation(rs.groups),
         "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
         "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),
         "max_conservation_error": float(conservation.max()),

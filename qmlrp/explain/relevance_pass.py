@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from typing import Callable
 
@@ -51,10 +52,71 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
         yield idx, graphs, e
 
 
+REFERENCES = ("mean", "empty")  # or the path of a molecule file
+
+
+def reference_output(net, reference: str | object = "mean"):
+    """The network's standardized output (1, outputs) for a reference, as a float64 tensor:
+    'mean', the training mean (0 in the standardized space, by construction); 'empty', the
+    molecule with no atoms (an all-padding input: the network's constant part, so relevance adds
+    up to the property itself above it); or a MolGraph (a reference molecule)."""
+    import torch
+
+    from molgraph import collate
+
+    n_out = net.config.n_outputs
+    if isinstance(reference, str) and reference == "mean":
+        return torch.zeros(1, n_out, dtype=torch.float64)
+    if isinstance(reference, str) and reference == "empty":
+        a, p, m = torch.zeros(1, 1, net.config.n_atom_features), torch.zeros(1, 1, 1, net.config.n_pair_features), \
+            torch.zeros(1, 1, dtype=torch.bool)
+    elif hasattr(reference, "atom_features"):
+        b = collate([reference.with_targets({})])
+        a, p, m = b.atom_features, b.pair_features, b.atom_mask
+    else:
+        raise ValueError(f"unknown reference {reference!r}; valid: mean, empty, or a molecule file")
+    with torch.no_grad():
+        return net(a, p, m).double()
+
+
+def reference_graph(spec: str):
+    """A reference given on the command line: 'mean', 'empty', or a file with one molecule
+    (featurized; its name is the reference's label)."""
+    if spec in REFERENCES:
+        return spec
+    from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
+
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"--reference {spec}: not 'mean' or 'empty', and no such molecule file")
+    items = list(iter_molecules(path))
+    if len(items) != 1:
+        raise ValueError(f"--reference {spec}: a reference file holds exactly one molecule, this one has {len(items)}")
+    if isinstance(items[0], MoleculeError):
+        raise ValueError(f"--reference {spec}: {items[0]}")
+    return MolecularGraphFeaturizer()(items[0])
+
+
+def _scalar_start(net, column: int, ref_out):
+    """Start relevance out_k - ref_k on the explained column k (standardized units)."""
+    import torch
+
+    def start(b, graphs):
+        with torch.no_grad():
+            out = net(b.atom_features, b.pair_features, b.atom_mask)
+        r0 = torch.zeros_like(out)
+        r0[:, column] = out[:, column] - ref_out[0, column].to(out.dtype)
+        return r0
+
+    return start
+
+
 def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int = 128,
-                   progress: bool = True, histogram_rule: str | None = None) -> RelevanceSet:
+                   progress: bool = True, histogram_rule: str | None = None, reference="mean") -> RelevanceSet:
     """LRP of every molecule, batched by size (molecules sorted by atom count, so a batch pads
-    little); relevance in target units. `histogram_rule` overrides gcnn's GaussianHistogram rule."""
+    little); relevance in target units. `histogram_rule` overrides gcnn's GaussianHistogram rule.
+    `reference` ('mean', 'empty' or a MolGraph, see `reference_output`): what the explained
+    quantity is measured from; explained = prediction - the model's prediction for the reference."""
 
     from gcnn.lrp_rules import DEFAULT_HISTOGRAM_RULE
     from molgraph.relevance import group_sums, per_atom
@@ -63,9 +125,12 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     m_count = len(n)
     target = None if lm.net.config.n_outputs == 1 else lm.output
     scale = lm.std  # relevance of the standardized output -> target units
+    ref_out = reference_output(lm.net, reference)
+    if not (isinstance(reference, str) and reference == "mean") and not lm.is_vector:
+        target = _scalar_start(lm.net, lm.output, ref_out)  # the mean's standardized output is 0: no change
     selected: dict[int, np.ndarray] = {}
     if lm.is_vector:
-        target, scale = _vector_start(lm), 1.0  # the start relevance is in target units already
+        target, scale = _vector_start(lm, ref_out), 1.0  # the start relevance is in target units already
     off, poff = offsets_of(n)
     atom_rel = np.zeros((off[-1], N_ATOM_FEATURES), np.float32)
     pair_rel = np.zeros((poff[-1], N_PAIR_FEATURES), np.float32)
@@ -98,6 +163,9 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             pred[idx] = out * lm.std + lm.mean
         explained[idx] = e.explained.double().numpy() * scale
         absorbed[idx] = e.absorbed.double().numpy() * scale
+    ref_label = reference if isinstance(reference, str) else f"molecule {getattr(reference, 'name', '') or '?'}"
+    ref_value = (ref_out.numpy()[0] * (lm.stds if lm.is_vector else lm.std) +
+                 (lm.means if lm.is_vector else lm.mean))
     meta = {"model_dir": str(lm.model_dir), "target": lm.target, "unit": lm.unit, "rule": rule,
             "histogram_rule": histogram_rule or DEFAULT_HISTOGRAM_RULE,
             "training_mean": lm.mean, "training_std": lm.std,
@@ -108,6 +176,11 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                              "target units (LRP started from std_k x standardized output k on the selected k)"}
                if lm.is_vector else {}),
             "per_atom": "own atom features + half of each pair (i, j) and (j, i)"}
+    if not (isinstance(reference, str) and reference == "mean"):
+        meta.update({"reference": ref_label,
+                     "reference_prediction": ref_value.tolist() if lm.is_vector else float(ref_value[lm.output]),
+                     "explained": f"prediction - the model's prediction for the reference ({ref_label}), "
+                                  f"target units" + (" (summed over the selected outputs)" if lm.is_vector else "")})
     targets = np.asarray(inputs.targets, dtype=np.float64)
     if lm.is_vector and inputs.vector_target is not None:  # the true values at the selected positions
         targets = np.full(m_count, np.nan)
@@ -119,7 +192,7 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                         targets, explained, absorbed, elements, meta)
 
 
-def _vector_start(lm):
+def _vector_start(lm, ref_out=None):
     """Start relevance of a vector model: std_k x standardized output k on the selected outputs
     (so relevance is in target units and sums to the selection's prediction - training mean);
     the last batch's (B, outputs) selection is left in `start.last`."""
@@ -134,7 +207,8 @@ def _vector_start(lm):
         n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
         mask = lm.selection.mask(pred, n_values)
         start.last = mask  # the batch's selection, read by explain_inputs
-        r0 = out * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
+        diff = out if ref_out is None else out - ref_out
+        r0 = diff * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
         return r0.float()
 
     return start

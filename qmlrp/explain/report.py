@@ -43,7 +43,18 @@ def write_report(out: Path, s: dict) -> Path:
                f"(RMSE {acc['rmse']:.4g}; always predicting the training mean would give {acc['mae_of_training_mean']:.4g})."
                if acc else "The molecules have no reference values, so no accuracy is reported.")
     ref = s["reference"]
-    if ref.get("training_mean") is None:  # a vector model explained through an output selection
+    can = s.get("cancellation") or {}
+    cq = can.get("per_molecule_quantiles") or {}
+    cancel_txt = (f" Cancellation (sum of |group relevance| over |their sum|, 1 = none): median {cq['50']:.3g}, "
+                  f"90th percentile {cq['90']:.3g} over the molecules, {can['pooled']:.3g} pooled; shares of "
+                  f"|relevance| are dominated by cancelling terms where this is large." if cq else "")
+    if ref.get("kind", "mean") != "mean":
+        what = ("the molecule with no atoms (the network's constant part)" if ref["kind"] == "empty"
+                else f"the reference {_e(ref.get('label', ''))}")
+        pred = ref.get("prediction")
+        value = f" ({pred:.4g} {_e(unit)})" if isinstance(pred, (int, float)) else ""
+        baseline_txt = f"Explained: how far each prediction lies above the model's prediction for {what}{value}"
+    elif ref.get("training_mean") is None:  # a vector model explained through an output selection
         baseline_txt = (f"Explained: {_e(s.get('output_description', ''))} (output <code>{_e(s.get('output', ''))}</code>), "
                         f"as its distance from the training means of the same outputs")
     else:
@@ -119,7 +130,7 @@ Molecules: {_e(s['selection'])}; {s['n_molecules']} explained, {s['n_failed']} c
 (the <i>explained</i> part, on average {s['explained_mean']:.3g} {_e(unit)}) over every feature of every atom and atom pair,
 in {_e(unit)}. Positive relevance raises the prediction, negative lowers it. A part (on average {s['absorbed_mean']:.3g}
 {_e(unit)}) is kept by the network's biases (<i>absorbed</i>); the feature relevances sum to explained - absorbed
-(largest deviation over all molecules: {s['max_conservation_error']:.1e} {_e(unit)}).</p>
+(largest deviation over all molecules: {s['max_conservation_error']:.1e} {_e(unit)}).{cancel_txt}</p>
 
 <h2>Which kinds of features matter</h2>
 <p>Relevance summed per molecule over each of the 12 feature groups of the Molecular Graph (all atoms, or all ordered

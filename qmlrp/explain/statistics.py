@@ -148,3 +148,19 @@ def bootstrap_means(columns: np.ndarray, n_boot: int = 2000, seed: int = 0, leve
         means[b] = x[rng.integers(0, n, n)].mean(0)
     a = (1 - level) / 2
     return np.quantile(means, a, axis=0), np.quantile(means, 1 - a, axis=0)
+
+
+def cancellation(groups: np.ndarray) -> dict:
+    """How much the 12 group relevances of a molecule cancel: c = sum_g |R_g| / |sum_g R_g|
+    (1: all of one sign, no cancellation; 10: the groups' sizes are ten times their net sum).
+    Per-molecule quantiles, the pooled ratio over the data set (sum over molecules of the
+    numerators over the sum of the denominators), and how many molecules have a net sum of 0."""
+    g = np.asarray(groups, dtype=np.float64)
+    size, net = np.abs(g).sum(1), np.abs(g.sum(1))
+    ok = net > 0
+    per = size[ok] / net[ok]
+    q = {k: float(np.percentile(per, float(k))) for k in ("10", "50", "90", "99")} if per.size else {}
+    return {"definition": "sum over groups of |group relevance| / |sum over groups of group relevance|; 1 = no "
+                          "cancellation", "per_molecule_quantiles": q,
+            "pooled": float(size.sum() / net.sum()) if net.sum() > 0 else float("inf"),
+            "n_zero_net": int((~ok).sum())}

@@ -155,3 +155,55 @@ def test_a_vector_model_is_explained_on_a_selected_output_range(model, tmp_path)
         load_model(out, output="modes")
     with pytest.raises(ValueError, match="--output is for vector"):
         load_model(model["model"], output="sum")
+
+
+def test_references_mean_empty_and_a_molecule(model, tmp_path):
+    """explained = prediction - the model's prediction for the reference, conserved by the
+    relevance (to float32 round-off: the pipeline runs in float32); the empty molecule is the all-padding input; a reference molecule
+    explained against itself has nothing to explain."""
+    from molgraph import write_xyz
+    from qmlrp.explain import explain_inputs, qm9_inputs
+    from qmlrp.explain.relevance_pass import reference_graph, reference_output
+
+    lm = load_model(model["model"])
+    ids = list(model["split"].test[:12])
+    inputs = qm9_inputs(ids, "alpha_bohr3", cache_root=model["root"] / "cache", log=lambda m: None, progress=False)
+    empty = float(reference_output(lm.net, "empty")[0, 0])
+    padded = lm.net(torch.zeros(3, 5, 21), torch.zeros(3, 5, 5, 13), torch.zeros(3, 5, dtype=torch.bool))
+    assert torch.allclose(padded.double(), torch.full((3, 1), empty, dtype=torch.float64), rtol=0, atol=1e-6)
+    mean_rs = explain_inputs(lm, inputs, "epsilon", progress=False)
+    empty_rs = explain_inputs(lm, inputs, "epsilon", progress=False, reference="empty")
+    np.testing.assert_allclose(empty_rs.prediction, mean_rs.prediction, rtol=1e-6)
+    np.testing.assert_allclose(empty_rs.explained, empty_rs.prediction - (empty * lm.std + lm.mean), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(mean_rs.explained, mean_rs.prediction - lm.mean, rtol=1e-5, atol=1e-3)
+    assert np.abs(empty_rs.explained - mean_rs.explained).max() > 1e-2  # a different quantity is explained
+    for rs in (mean_rs, empty_rs):
+        np.testing.assert_allclose(rs.groups.sum(1) + rs.absorbed, rs.explained, rtol=1e-5, atol=1e-4)
+    assert empty_rs.meta["reference"] == "empty"
+    st = stability.explain_groups(lm.net, lm.std, model["ds"].subset(ids), "epsilon", reference="empty")
+    np.testing.assert_allclose(st["groups"], empty_rs.groups, rtol=1e-6, atol=1e-6)  # stability: the same pass
+    assert empty_rs.meta["reference_prediction"] == pytest.approx(empty * lm.std + lm.mean)
+    # a reference molecule: the first test molecule against itself explains 0
+    ref_file = tmp_path / "ref.xyz"
+    write_xyz([model["ds"].molecule(model["ds"].index_of(ids[0]))], ref_file)
+    ref = reference_graph(str(ref_file))
+    mol_rs = explain_inputs(lm, inputs, "epsilon", progress=False, reference=ref)
+    k = list(mol_rs.ids).index(f"qm9:{ids[0]}")
+    assert abs(mol_rs.explained[k]) < 1e-5 and np.abs(mol_rs.groups[k]).max() < 1e-5
+    with pytest.raises(FileNotFoundError, match="no such molecule file"):
+        reference_graph(str(tmp_path / "none.xyz"))
+    # the command: the reference and the cancellation figure are in summary.json
+    out = tmp_path / "cli"
+    assert main(["explain", "--model", str(model["model"]), "--ids", str(_ids_file(tmp_path, ids)), "--reference",
+                 "empty", "--cache-dir", str(model["root"] / "cache"), "--out", str(out), "--heatmaps", "0",
+                 "--faithfulness", "0", "--bootstrap", "20", "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["reference"]["kind"] == "empty" and "reference (empty)" in s["reference"]["explained"]
+    assert s["cancellation"]["pooled"] >= 1 and s["cancellation"]["per_molecule_quantiles"]["50"] >= 1
+    assert "molecule with no atoms" in (out / "report.html").read_text()
+
+
+def _ids_file(tmp_path, ids):
+    p = tmp_path / "ids.txt"
+    p.write_text(" ".join(f"qm9:{i}" for i in ids))
+    return p
