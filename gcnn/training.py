@@ -9,6 +9,7 @@ A model directory holds:
     history.csv   one row per epoch
     split.json    the exact train / validation / test ids
     checkpoint.pt last epoch's full state (model, optimizer, scheduler, RNG), for resuming
+    checksums.json SHA-256 of config.json and weights.pt; `load` refuses files that do not match
 """
 from __future__ import annotations
 
