@@ -118,6 +118,50 @@ def accuracy_of(rs: RelevanceSet, lm) -> dict | None:
     return accuracy
 
 
+def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, accuracy, conservation, amplification,
+               stats: dict, failures: list, made, faith, timings: dict) -> dict:
+    """The content of summary.json: what was explained against what, the accuracy, conservation,
+    amplification, cancellation, the group statistics, the heatmaps and the faithfulness check."""
+    return {
+        "model_dir": str(lm.model_dir), "model_note": lm.note, "target": lm.target, "unit": lm.unit, "rule": rule,
+        "histogram_rule": rs.meta["histogram_rule"], "selection": inputs.description, "n_molecules": len(rs), "n_failed": len(inputs.failures), "failures": failures,
+        "accuracy": accuracy,
+        **({"output": rs.meta["output"], "output_description": rs.meta["output_description"]} if lm.is_vector else {}),
+        "reference": {"training_mean": None if lm.is_vector else lm.mean, "training_std": None if lm.is_vector else lm.std,
+                      "explained": (rs.meta["explained"] if lm.is_vector or "reference" in rs.meta else
+                                    "prediction - training mean (target units); the training mean is not distributed"),
+                      "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed",
+                      "kind": reference if reference in ("mean", "empty") else "molecule",
+                      **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
+                         if "reference" in rs.meta else {})},
+        "cancellation": cancellation(rs.groups),
+        "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
+        "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),
+        "max_conservation_error": float(conservation.max()),
+        "group_names": list(_group_names()),
+        "definitions": {
+            "group relevance": "relevance summed over the group's features and all atoms (atom groups) or all "
+                               "ordered atom pairs (pair groups), target units",
+            "mean": "mean over molecules", "mean_abs": "mean over molecules of |group relevance|",
+            "share": "sum over molecules of |group| / sum over molecules and groups of |group|",
+            "signed_share": "sum over molecules of group / sum over molecules and groups of |group|",
+            "mean_per_atom": "mean over molecules of group relevance / number of atoms (the proposal's per-atom average)",
+            "molecule_share": "mean over molecules of |group| / sum over groups of |group| in that molecule "
+                              "(robust to molecules with very large relevances)",
+            "amplification": "sum over a molecule's features of |relevance|, in units of the training std of the "
+                             "target; a few std is usual, hundreds mean large cancelling relevances (the rule "
+                             "amplifies, e.g. epsilon with a tiny epsilon where a neuron's input nearly cancels)",
+        },
+        "amplification": amplification,
+        **stats,
+        "heatmaps": made,
+        "faithfulness": faith,
+        "timings": timings,
+        "files": {"relevance": "relevance.npz", "groups": "groups.csv", "chart": ["group_relevance.png", "group_relevance.svg"],
+                  "report": "report.html"},
+    }
+
+
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
         histogram_rule: str | None = None, output: str | None = None, reference: str = "mean", heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
@@ -187,44 +231,8 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
                                  batch_size=batch_size, out=out, progress=progress)
         timings["faithfulness_s"] = round(time.time() - t, 2)
     timings["total_s"] = round(time.time() - t0, 2)
-    summary = {
-        "model_dir": str(lm.model_dir), "model_note": lm.note, "target": lm.target, "unit": lm.unit, "rule": rule,
-        "histogram_rule": rs.meta["histogram_rule"], "selection": inputs.description, "n_molecules": len(rs), "n_failed": len(inputs.failures), "failures": failures,
-        "accuracy": accuracy,
-        **({"output": rs.meta["output"], "output_description": rs.meta["output_description"]} if lm.is_vector else {}),
-        "reference": {"training_mean": None if lm.is_vector else lm.mean, "training_std": None if lm.is_vector else lm.std,
-                      "explained": (rs.meta["explained"] if lm.is_vector or "reference" in rs.meta else
-                                    "prediction - training mean (target units); the training mean is not distributed"),
-                      "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed",
-                      "kind": reference if reference in ("mean", "empty") else "molecule",
-                      **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
-                         if "reference" in rs.meta else {})},
-        "cancellation": cancellation(rs.groups),
-        "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
-        "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),
-        "max_conservation_error": float(conservation.max()),
-        "group_names": list(_group_names()),
-        "definitions": {
-            "group relevance": "relevance summed over the group's features and all atoms (atom groups) or all "
-                               "ordered atom pairs (pair groups), target units",
-            "mean": "mean over molecules", "mean_abs": "mean over molecules of |group relevance|",
-            "share": "sum over molecules of |group| / sum over molecules and groups of |group|",
-            "signed_share": "sum over molecules of group / sum over molecules and groups of |group|",
-            "mean_per_atom": "mean over molecules of group relevance / number of atoms (the proposal's per-atom average)",
-            "molecule_share": "mean over molecules of |group| / sum over groups of |group| in that molecule "
-                              "(robust to molecules with very large relevances)",
-            "amplification": "sum over a molecule's features of |relevance|, in units of the training std of the "
-                             "target; a few std is usual, hundreds mean large cancelling relevances (the rule "
-                             "amplifies, e.g. epsilon with a tiny epsilon where a neuron's input nearly cancels)",
-        },
-        "amplification": amplification,
-        **stats,
-        "heatmaps": made,
-        "faithfulness": faith,
-        "timings": timings,
-        "files": {"relevance": "relevance.npz", "groups": "groups.csv", "chart": ["group_relevance.png", "group_relevance.svg"],
-                  "report": "report.html"},
-    }
+    summary = summary_of(lm, rs, inputs, rule, reference, accuracy, conservation, amplification, stats,
+                         failures, made, faith, timings)
     atomic_write_json(out / "summary.json", summary)
     from .report import write_report
 
