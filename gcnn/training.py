@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from molgraph.storage import atomic_torch_save, atomic_write_text
+from molgraph.storage import atomic_torch_save, atomic_write_text, sha256_file
 
 from .model import WeaveConfig, WeaveNet
 
@@ -400,8 +400,6 @@ def _inputs_record(ds) -> dict:
     """What rebuilds the model's inputs and targets, for config.json: the featurized source and,
     for targets from a QM label table (--labels), that table's path and SHA-256. Not part of the
     checkpoint's identity (runs started before this record existed resume unchanged)."""
-    import hashlib
-
     if ds is None or not hasattr(ds, "manifest"):
         return {}
     m = ds.manifest
@@ -411,7 +409,7 @@ def _inputs_record(ds) -> dict:
     if labels is not None:
         path = Path(labels.source)
         rec["labels"] = {"table": str(path), "absolute": str(path.resolve()),
-                         "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
+                         "sha256": sha256_file(path) if path.is_file() else None}
     return rec
 
 
@@ -454,18 +452,12 @@ CHECKSUMS = "checksums.json"
 _CHECKED_FILES = ("config.json", "weights.pt")
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_checksums(model_dir: str | os.PathLike) -> None:
     """Record the SHA-256 of a model directory's config.json and weights.pt in checksums.json;
     `load` refuses a directory whose files no longer match (Trainer writes it with every best
     epoch)."""
     d = Path(model_dir)
-    sums = {name: _sha256(d / name) for name in _CHECKED_FILES if (d / name).exists()}
+    sums = {name: sha256_file(d / name) for name in _CHECKED_FILES if (d / name).exists()}
     atomic_write_text(d / CHECKSUMS, json.dumps({"sha256": sums}, indent=2))
 
 
@@ -481,7 +473,7 @@ def _verify_checksums(model_dir: Path) -> None:
         f = model_dir / name
         if not f.exists():
             raise ValueError(f"{model_dir}: {name} is listed in {CHECKSUMS} but missing")
-        actual = _sha256(f)
+        actual = sha256_file(f)
         if actual != digest:
             raise ValueError(f"{f}: SHA-256 {actual[:16]}... does not match the {digest[:16]}... recorded in "
                              f"{path}; the file was changed or damaged after training, so the model is refused")

@@ -65,3 +65,10 @@ def atomic_torch_save(obj, path) -> None:
     import torch
 
     _atomic(path, lambda f: torch.save(obj, f), "wb")
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes (model checksums, label-table records)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

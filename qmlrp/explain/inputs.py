@@ -93,7 +93,7 @@ def find_qm9(ids: np.ndarray, source: str = "qm9pack", checksum: str | None = No
 def label_table_of(config: dict, model_dir: Path | None = None) -> str | None:
     """The QM label table a model was trained with (config.json's inputs.labels), checked against
     its recorded SHA-256; None for a model of plain QM9 targets."""
-    import hashlib
+    from molgraph.storage import sha256_file
 
     rec = (config.get("inputs") or {}).get("labels")
     if not rec:
@@ -101,7 +101,7 @@ def label_table_of(config: dict, model_dir: Path | None = None) -> str | None:
     where = model_dir / "config.json" if model_dir else "config.json"
     for cand in (rec.get("table"), rec.get("absolute")):
         if cand and Path(cand).is_file():
-            digest = hashlib.sha256(Path(cand).read_bytes()).hexdigest()
+            digest = sha256_file(cand)
             if rec.get("sha256") and digest != rec["sha256"]:
                 raise ValueError(f"{cand}: the label table changed since the model in {where} was trained on it "
                                  f"(SHA-256 {digest[:12]}..., recorded {rec['sha256'][:12]}...)")
