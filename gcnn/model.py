@@ -36,6 +36,10 @@ class WeaveConfig:
     head_hidden: tuple[int, ...] = (128,)
     n_outputs: int = 1
     activation: str = "relu"
+    # an autoencoder's encoders in front of the weave modules (`dae.GraphEncoder` config:
+    # {"atoms": ..., "pairs": ...}); the network still reads raw features
+    input_stage: dict | None = None
+    freeze_input_stage: bool = False
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -47,7 +51,10 @@ class WeaveConfig:
         object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.input_stage is None:  # configs (and checkpoints) from before input stages stay as they were
+            d.pop("input_stage"), d.pop("freeze_input_stage")
+        return d
 
     @classmethod
     def from_json(cls, data: dict) -> "WeaveConfig":
@@ -107,6 +114,21 @@ class WeaveNet(nn.Module):
         c = self.config
         act = ACTIVATIONS[c.activation]
         fa, fp = c.n_atom_features, c.n_pair_features
+        self.input_stage = None
+        if c.input_stage is not None:
+            import dae
+
+            try:
+                self.input_stage = dae.GraphEncoder.from_config(c.input_stage)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"input_stage: {exc}") from None
+            sa, sp = c.input_stage["atoms"]["sizes"], c.input_stage["pairs"]["sizes"]
+            if (sa[0], sp[0]) != (fa, fp):
+                raise ValueError(f"input_stage reads {sa[0]} atom and {sp[0]} pair features; the network gets {fa} and {fp}")
+            fa, fp = sa[-1], sp[-1]
+            self.mask_atom_codes, self.mask_pair_codes = Mask(), Mask()  # codes of padding (and i = j) are 0, like raw features
+            if c.freeze_input_stage:
+                self.input_stage.requires_grad_(False)
         layers = []
         for k in range(c.n_layers):
             layers.append(WeaveLayer(fa, fp, c.atom_hidden, c.pair_hidden, c.activation, update_pairs=k < c.n_layers - 1))
@@ -130,6 +152,8 @@ class WeaveNet(nn.Module):
         eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
         pair_mask = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, N, N)
         a, p, s = atom_features, pair_features, None
+        if self.input_stage is not None:
+            a, p = self.encode_inputs(a, p, mask, pair_mask)
         layers = list(self.layers)
         for k, layer in enumerate(layers):
             nxt = layers[k + 1] if k + 1 < len(layers) else None
@@ -144,6 +168,19 @@ class WeaveNet(nn.Module):
         else:
             g = histogram_sum(h, mask, self.histogram)  # the same (B, R, n), fused
         return self.head(self.flatten(g))  # (B, n_outputs)
+
+    def encode_inputs(self, atom_features, pair_features, mask, pair_mask):
+        """The input stage's atom and pair codes, padding zeroed (the raw features without one)."""
+        if self.input_stage is None:
+            return atom_features, pair_features
+        a, p = self.input_stage(atom_features, pair_features)
+        return self.mask_atom_codes(a, mask), self.mask_pair_codes(p, pair_mask)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.input_stage is not None and self.config.freeze_input_stage:
+            self.input_stage.eval()  # a frozen stage stays as trained
+        return self
 
     @staticmethod
     def _watched(*modules: nn.Module) -> bool:

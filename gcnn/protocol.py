@@ -17,7 +17,8 @@ from .training import TrainConfig, Trainer
 
 def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
                    model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
-                   progress: bool = True, deadline: float | None = None, folds: Sequence[int] | None = None) -> dict:
+                   progress: bool = True, deadline: float | None = None, folds: Sequence[int] | None = None,
+                   trainer_kwargs: dict | None = None) -> dict:
     """Train and test one model per fold into out/fold_<f>/ (a finished fold is skipped, an
     interrupted one resumes at its last epoch); write cv.json and cv.csv with every finished
     fold's metrics and the mean +- standard deviation; optionally out/final/ trained on all data.
@@ -45,7 +46,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             if out_of_time or f not in wanted:
                 continue
             log(f"fold {f + 1}/{k}: {len(sp.train)} train, {len(sp.val)} validation, {len(sp.test)} test")
-            trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress)
+            trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress, **(trainer_kwargs or {}))
             trainer.fit(ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
                         deadline=deadline)
             if not trainer.finished:
@@ -75,7 +76,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         val = np.sort(np.random.default_rng(seed).permutation(all_ids)[: max(1, len(all_ids) // 10)])
         train = np.setdiff1d(all_ids, val)
         log(f"final model on all data: {len(train)} train, {len(val)} validation")
-        Trainer(out / "final", model_config, config, log=log, progress=progress).fit(ds.subset(train), ds.subset(val),
+        Trainer(out / "final", model_config, config, log=log, progress=progress, **(trainer_kwargs or {})).fit(ds.subset(train), ds.subset(val),
                                                                                      deadline=deadline)
     return summary
 

@@ -206,8 +206,13 @@ class Trainer:
     """fit(train_ds, val_ds) trains a WeaveNet into `out`; rerunning resumes from checkpoint.pt."""
 
     def __init__(self, out: str | os.PathLike, model_config: WeaveConfig | None = None,
-                 config: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True):
+                 config: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True,
+                 input_stage_state: dict | None = None, input_stage_record: dict | None = None):
+        """input_stage_state: the state dict that initializes the model's input stage (a trained
+        autoencoder's encoders) when training starts; input_stage_record: where it came from,
+        written to config.json's 'inputs'."""
         self.out = Path(out)
+        self.input_stage_state, self.input_stage_record = input_stage_state, input_stage_record
         self.config = config or TrainConfig()
         self.model_config = model_config or WeaveConfig(n_outputs=self.config.n_outputs)
         if self.model_config.n_outputs != self.config.n_outputs:
@@ -239,12 +244,16 @@ class Trainer:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         main = rank == 0  # only the main process writes files
         net = WeaveNet(self.model_config).to(device)  # the module whose weights are saved
+        if self.input_stage_state is not None:
+            if net.input_stage is None:
+                raise ValueError("input_stage_state given but the model config has no input_stage")
+            net.input_stage.load_state_dict(self.input_stage_state)
         model = net
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
         rng = np.random.default_rng(c.seed)
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0}
@@ -379,6 +388,8 @@ class Trainer:
 
         cfg = {**meta, "units": {t: TARGETS[t].unit for t in meta["targets"]}, "format": "qmlrp-weave-1"}
         cfg["inputs"] = _inputs_record(train_ds)
+        if self.input_stage_record:
+            cfg["inputs"]["input_stage"] = self.input_stage_record
         atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2))
         if (self.out / "weights.pt").exists():
             write_checksums(self.out)

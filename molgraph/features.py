@@ -73,3 +73,21 @@ assert N_ATOM_FEATURES == 21 and N_PAIR_FEATURES == 13 and len(FEATURE_GROUPS) =
 def flat_size(max_atoms: int) -> int:
     """Length of the flattened Molecular Graph: 21 n + 13 n(n-1)/2 (5,887 for n = 29)."""
     return N_ATOM_FEATURES * max_atoms + N_PAIR_FEATURES * max_atoms * (max_atoms - 1) // 2
+
+# What each group's values are (checked over QM9 in tests/molgraph): which loss and which
+# corruption an autoencoder should use for it (see dae.layout).
+FEATURE_KINDS = MappingProxyType({
+    "atom_type": "categorical",            # exactly one of H, C, N, O, F
+    "chirality": "categorical_or_none",    # R, S or neither
+    "formal_charge": "continuous",         # -1, 0, +1
+    "partial_charge": "continuous",        # Gasteiger charge
+    "ring_sizes": "continuous",            # counts of rings of each size the atom is in (0-5)
+    "hybridization": "categorical_or_none",  # sp, sp2, sp3 or none (H, F)
+    "hydrogen_bonding": "binary",          # donor, acceptor: independent flags
+    "aromaticity": "binary",
+    "bond_type": "categorical_or_none",    # single, double, triple, aromatic or no bond
+    "graph_distance": "binary",            # thermometer: distance <= k for k = 1..7
+    "same_ring": "binary",
+    "spatial_distance": "continuous",      # Angstrom
+})
+assert set(FEATURE_KINDS) == set(FEATURE_GROUPS)

@@ -167,7 +167,13 @@ def cmd_train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         splits.TrainValTest(train_ids, sp.val, sp.test, meta=sp.meta).save(out / "split.json")
-    trainer = gcnn.Trainer(out, config=_train_config(args), log=lambda m: print(m, file=sys.stderr), progress=rank == 0)
+    try:
+        model_config, stage = _input_stage(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp train: {exc}", file=sys.stderr)
+        return 2
+    trainer = gcnn.Trainer(out, model_config=model_config, config=_train_config(args), log=lambda m: print(m, file=sys.stderr),
+                           progress=rank == 0, **stage)
     try:
         trainer.fit(ds.subset(train_ids), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
                     deadline=_deadline(args))
@@ -210,6 +216,27 @@ def _train_config(args):
                             seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
 
 
+def _input_stage(args):
+    """(model config, Trainer keyword arguments) for --input-stage DAE_DIR [--freeze|--fine-tune];
+    (None, {}) without it."""
+    if not getattr(args, "input_stage", None):
+        return None, {}
+    import gcnn
+    from molgraph.storage import sha256_file
+
+    from . import autoencoder
+
+    variant, ae, cfg = autoencoder.load(args.input_stage)
+    if variant != "graph":
+        raise ValueError(f"{args.input_stage}: a {variant!r} autoencoder codes whole molecules; the weave network's input "
+                         f"stage needs the 'graph' variant (codes per atom and pair)")
+    model_config = gcnn.WeaveConfig(n_outputs=_train_config(args).n_outputs, input_stage=ae.config(), freeze_input_stage=bool(args.freeze))
+    state = ae.encoder().state_dict()
+    record = {"autoencoder": str(args.input_stage), "weights_sha256": sha256_file(Path(args.input_stage) / "weights.pt"),
+              "mode": "frozen" if args.freeze else "fine-tuned"}
+    return model_config, {"input_stage_state": state, "input_stage_record": record}
+
+
 def _fold_list(text, k):
     if not text:
         return None
@@ -227,9 +254,11 @@ def cmd_cv(args) -> int:
         return 2
     ds = _load(args)
     try:
+        model_config, stage = _input_stage(args)
         summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
                                       log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
-                                      folds=_fold_list(args.only_folds, args.folds))
+                                      folds=_fold_list(args.only_folds, args.folds), model_config=model_config,
+                                      trainer_kwargs=stage)
     except ValueError as exc:
         print(f"qmlrp cv: {exc}", file=sys.stderr)
         return 2
@@ -390,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")
+        p.add_argument("--input-stage", metavar="DAE_DIR", help="put a trained autoencoder's encoders (qmlrp dae train, "
+                       "graph variant) in front of the weave network")
+        how = p.add_mutually_exclusive_group()
+        how.add_argument("--freeze", dest="freeze", action="store_true", default=True,
+                         help="keep the input stage as pretrained (default with --input-stage)")
+        how.add_argument("--fine-tune", dest="freeze", action="store_false", help="train the input stage with the network")
 
     t = sub.add_parser("train", help="train a weave network on QM9 for one target")
     training_args(t)
@@ -458,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .label import add_parser as add_label_parser
 
     add_label_parser(sub)
+    from .autoencoder import add_parser as add_dae_parser
+
+    add_dae_parser(sub)
     return p
 
 

@@ -1,0 +1,16 @@
+"""LRP rules for the `dae` package's modules, registered with `lrp` through the
+`qmlrp.lrp_rules` entry point (pyproject.toml), so that `dae` itself imports only torch.
+
+- Standardize: (x - mean) / std per feature, element-wise -> relevance passes to x (Pass).
+- TiedLinear: a linear map whose weight is another layer's transpose -> LRP-epsilon, like the
+  Linear layers of the head (it exposes `weight` and `lrp_linear`, so any linear rule applies;
+  map it with Composite.with_rules to choose another).
+"""
+from lrp import rules
+
+from dae import Standardize, TiedLinear
+
+RULES = [
+    (Standardize, rules.Pass()),
+    (TiedLinear, rules.Epsilon()),
+]
