@@ -148,12 +148,24 @@ class WeaveNet(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, atom_features, pair_features, atom_mask):
-        mask = atom_mask.bool()
-        eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
-        pair_mask = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, N, N)
-        a, p, s = atom_features, pair_features, None
+        mask, pair_mask = self.masks(atom_mask)
+        a, p = atom_features, pair_features
         if self.input_stage is not None:
             a, p = self.encode_inputs(a, p, mask, pair_mask)
+        return self.from_codes(a, p, atom_mask)
+
+    @staticmethod
+    def masks(atom_mask):
+        """(atom mask (B, N) bool, pair mask (B, N, N): both atoms real and i != j)."""
+        mask = atom_mask.bool()
+        eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
+        return mask, mask[:, :, None] & mask[:, None, :] & ~eye
+
+    def from_codes(self, atoms, pairs, atom_mask):
+        """The network after its input stage: the weave modules, readout and head on atom and
+        pair inputs (raw features without an input stage, the stage's masked codes with one)."""
+        mask, pair_mask = self.masks(atom_mask)
+        a, p, s = atoms, pairs, None
         layers = list(self.layers)
         for k, layer in enumerate(layers):
             nxt = layers[k + 1] if k + 1 < len(layers) else None

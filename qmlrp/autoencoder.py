@@ -419,6 +419,61 @@ def draw_code_units(units: dict[str, list[dict]], names: dict[str, tuple], path:
     tmp.replace(path)
 
 
+@torch.no_grad()
+def flat_diagnostics(model: "dae.TiedAutoencoder", ds, n: int = 500, seed: int = 0) -> dict:
+    """What the flat design costs, measured on `ds`: the share of the flat vector that is
+    padding, and how much a molecule's code moves when only the numbering of its atoms changes
+    (a random permutation of its real atoms; the molecule is the same): the distance between
+    the two codes over the typical distance between codes of different molecules."""
+    from gcnn import read_batch
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.permutation(len(ds))[:n])
+    b = read_batch(ds, idx)
+    n_max = _max_atoms_of(model.sizes[0])
+    x, w = flat_rows(b, n_max)
+    perm = torch.arange(b.atom_features.shape[1]).repeat(len(idx), 1)
+    for i, k in enumerate(b.n_atoms.tolist()):
+        perm[i, :k] = torch.from_numpy(rng.permutation(k))
+    ar = torch.arange(len(idx))[:, None]
+    pb = type(b)(b.atom_features[ar, perm], b.pair_features[ar[:, :, None], perm[:, :, None], perm[:, None, :]],
+                 b.atom_mask, b.positions, b.n_atoms)
+    xp, _ = flat_rows(pb, n_max)
+    c, cp = model.encode(x), model.encode(xp)
+    between = torch.cdist(c, c).sum() / (len(c) * (len(c) - 1))
+    moved = (c - cp).norm(dim=1)
+    return {"padding_share": float(1 - w.mean()), "n_molecules": len(idx),
+            "renumbering_code_shift_over_between_molecule_distance": float(moved.mean() / between),
+            "reconstruction_loss_renumbered_over_original": float(sum(model.losses(xp, w).values()) / sum(model.losses(x, w).values()))}
+
+
+class _FromCodes(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, atom_codes, pair_codes, atom_mask):
+        return self.net.from_codes(atom_codes, pair_codes, atom_mask)
+
+
+def code_relevance(net, batch, composite="weave", reference=None) -> dict:
+    """LRP relevance of every code unit of a weave network with an autoencoder input stage, for
+    a MolBatch: the network after its input stage explained on the (masked) codes. Returns
+    {'atoms': (B, N, n_atom_code), 'pairs': (B, N, N, n_pair_code), 'explanation': the lrp
+    Explanation}; per molecule, the code relevance and the absorbed parts add up to the
+    explained output (see `lrp.Explanation.conservation_error`)."""
+    import lrp
+
+    if getattr(net, "input_stage", None) is None:
+        raise ValueError("the network has no autoencoder input stage (train it with --input-stage)")
+    mask, pair_mask = net.masks(batch.atom_mask)
+    dtype = next(net.parameters()).dtype
+    with torch.no_grad():
+        ca, cp = net.encode_inputs(batch.atom_features.to(dtype), batch.pair_features.to(dtype), mask, pair_mask)
+    e = lrp.explain(_FromCodes(net), (ca, cp, batch.atom_mask), composite, reference=reference, track_absorbed=True)
+    return {"atoms": e.relevance[0], "pairs": e.relevance[1], "explanation": e}
+
+
 # ------------------------------------------------------------------------------ CLI
 def add_parser(sub) -> None:
     d = sub.add_parser("dae", help="the denoising autoencoder over the Molecular Graph: train (no labels), inspect")
@@ -516,6 +571,14 @@ def cmd_inspect(args) -> int:
             for u in us:
                 lines.append(f"  {part} {u['unit']}: {', '.join(u['top'])}")
         lines.append(f"picture: {out / 'code_units.png'}")
+    else:
+        diag = flat_diagnostics(model, test)
+        doc["flat_diagnostics"] = diag
+        lines += [f"padding: {diag['padding_share']:.1%} of the flat vector's entries",
+                  f"renumbering the atoms of a molecule moves its code by "
+                  f"{diag['renumbering_code_shift_over_between_molecule_distance']:.2f} of the mean distance between two "
+                  f"different molecules' codes; reconstruction loss renumbered / original: "
+                  f"{diag['reconstruction_loss_renumbered_over_original']:.2f}"]
     atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
     print("\n".join(lines))
     return 0

@@ -156,3 +156,16 @@ def test_configs_without_an_input_stage_are_unchanged():
     # checkpoints identify their run by the config's JSON: runs started before input stages resume
     assert "input_stage" not in WeaveConfig().to_json()
     assert WeaveConfig.from_json(WeaveConfig().to_json()) == WeaveConfig()
+
+
+def test_code_relevance_conserves_and_matches_the_input_path(data, combined):
+    _, ds = data
+    b = ds.batch(np.arange(6))
+    r = A.code_relevance(combined, b, "epsilon")
+    e = r["explanation"]
+    assert float(e.conservation_error().max()) < 1e-8
+    # the same output is explained: code relevance + absorbed == input-feature relevance + absorbed
+    full = lrp.explain(combined, (b.atom_features.double(), b.pair_features.double(), b.atom_mask), "epsilon")
+    assert torch.allclose(e.explained, full.explained, atol=1e-10)
+    assert r["atoms"].shape[-1] == 8 and r["pairs"].shape[-1] == 4
+    assert float(r["atoms"][~b.atom_mask].abs().sum()) == 0
