@@ -89,6 +89,7 @@ class DAEConfig:
     patience: int = 5
     seed: int = 0
     train_size: int | None = None
+    val_size: int | None = 2000  # molecules of fold 0's validation slice that pick the epoch (None: all)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -173,7 +174,10 @@ def train(ds, out: str | Path, cfg: DAEConfig, deadline: float | None = None, lo
     train_ids = np.asarray(sp.train)
     if cfg.train_size:
         train_ids = np.sort(rng.permutation(train_ids)[: cfg.train_size])
-    tr, va = ds.subset(train_ids), ds.subset(sp.val)
+    val_ids = np.asarray(sp.val)
+    if cfg.val_size:
+        val_ids = np.sort(np.random.default_rng(cfg.seed + 1).permutation(val_ids)[: cfg.val_size])
+    tr, va = ds.subset(train_ids), ds.subset(val_ids)
     if cfg.variant == "flat" and int(max(tr.n_atoms.max(), va.n_atoms.max())) > _max_atoms_of(cfg.flat_sizes[0]):
         raise ValueError(f"the flat input has room for {_max_atoms_of(cfg.flat_sizes[0])} atoms; QM9 has molecules with more")
     torch.manual_seed(cfg.seed)

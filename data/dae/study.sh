@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
-# What pretraining buys (issue 13): alpha on fold 0 of the full-QM9 10-fold split (the same
-# split as data/models/cv_alpha_bohr3), N training molecules drawn from its training bins,
-# validation slice for the epoch, fold 0's test bin (13,084 molecules) for the figures.
-# Three arms per size: from scratch, with the graph autoencoder's encoders frozen, fine-tuned.
-# Each run resumes when rerun; finished runs are skipped by their metrics.json.
+# What pretraining buys (issue 13): alpha on fold 0 of the full-QM9 10-fold split (the split of
+# data/models/cv_alpha_bohr3): N training molecules drawn (seed 0) from its training bins, 1,000
+# molecules of its validation slice to pick the epoch, and fold 0's whole test bin (13,084
+# molecules) for the figures. Three arms per size: from scratch, with the graph autoencoder's
+# encoders frozen in front, and the same fine-tuned. Rerunning resumes; finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AE=${AE:-data/dae/graph_a8_p4}
 EPOCHS=${EPOCHS:-40}
+mkdir -p data/dae/study
 for n in ${SIZES:-1000 5000}; do
+  split=data/dae/study/split_n${n}.json
+  [ -f "$split" ] || python - "$n" "$split" <<'PY'
+import sys
+import numpy as np
+from molgraph import splits
+n, path = int(sys.argv[1]), sys.argv[2]
+kf = splits.load_split("data/models/cv_alpha_bohr3/split.json")
+f0 = kf.fold(0)
+rng = np.random.default_rng(0)
+train = np.sort(rng.permutation(f0.train)[:n])
+val = np.sort(rng.permutation(f0.val)[:1000])
+splits.TrainValTest(train, val, np.asarray(f0.test), meta={"from": "fold 0 of data/models/cv_alpha_bohr3/split.json",
+                    "n_train": n, "n_val": 1000, "seed": 0}).save(path)
+PY
   for arm in scratch frozen fine-tune; do
     out=data/dae/study/alpha_n${n}_${arm}
     [ -f "$out/metrics.json" ] && continue
     extra=()
     [ "$arm" = frozen ] && extra=(--input-stage "$AE" --freeze)
     [ "$arm" = fine-tune ] && extra=(--input-stage "$AE" --fine-tune)
-    qmlrp train --target alpha_bohr3 --split data/models/cv_alpha_bohr3/split.json --fold 0 --train-size "$n" \
-      --epochs "$EPOCHS" --batch-size 64 --out "$out" "${extra[@]}" ${LIMIT:+--limit-minutes $LIMIT}
+    qmlrp train --target alpha_bohr3 --split "$split" --epochs "$EPOCHS" --batch-size 64 --out "$out" "${extra[@]}" \
+      ${LIMIT:+--limit-minutes $LIMIT}
   done
 done
