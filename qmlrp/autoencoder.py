@@ -506,6 +506,12 @@ def add_parser(sub) -> None:
     i.add_argument("model", help="directory written by qmlrp dae train")
     i.add_argument("--n-test", type=int, default=2000, help="molecules of fold 0's test bin to evaluate (default 2000)")
     i.set_defaults(func=cmd_inspect)
+    r = acts.add_parser("relevance", help="LRP relevance of each code unit of a weave network with an autoencoder input stage")
+    _dataset_args(r)
+    r.add_argument("model", help="model directory of qmlrp train --input-stage")
+    r.add_argument("--n-test", type=int, default=1000, help="molecules of fold 0's test bin (default 1000)")
+    r.add_argument("--rule", default="weave", help="LRP composite (default weave)")
+    r.set_defaults(func=cmd_relevance)
 
 
 def _sizes(text: str, flag: str) -> tuple[int, ...]:
@@ -585,4 +591,57 @@ def cmd_inspect(args) -> int:
                   f"{diag['reconstruction_loss_renumbered_over_original']:.2f}"]
     atomic_write_text(out / "metrics.json", json.dumps(doc, indent=2))
     print("\n".join(lines))
+    return 0
+
+
+def cmd_relevance(args) -> int:
+    """Per code unit: mean relevance per molecule (summed over atoms or pairs), mean |relevance|,
+    and its share of the summed |relevance|; conservation error over the molecules."""
+    import sys
+
+    import gcnn
+    from gcnn import read_batch
+
+    from .cli import _load
+
+    try:
+        pred = gcnn.load(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp dae relevance: {exc}", file=sys.stderr)
+        return 2
+    wrapped = pred.models[0]
+    net = wrapped.model
+    if net.input_stage is None:
+        print(f"qmlrp dae relevance: {args.model} has no autoencoder input stage (train it with --input-stage)", file=sys.stderr)
+        return 2
+    ds = _load(args)
+    test = ds.subset(np.sort(np.random.default_rng(0).permutation(fold0(ds).test)[: args.n_test]))
+    net = net.double().eval()
+    sums = {"atoms": 0, "pairs": 0}
+    abs_ = {"atoms": 0, "pairs": 0}
+    err = 0.0
+    for s in range(0, len(test), 128):
+        b = read_batch(test, np.arange(s, min(s + 128, len(test))))
+        r = code_relevance(net, b, args.rule)
+        for part, dims in (("atoms", (1,)), ("pairs", (1, 2))):
+            per_mol = r[part].sum(dim=dims)  # (B, units)
+            sums[part] = sums[part] + per_mol.sum(0)
+            abs_[part] = abs_[part] + per_mol.abs().sum(0)
+        err = max(err, float(r["explanation"].conservation_error().max()))
+    n = len(test)
+    total = float(abs_["atoms"].sum() + abs_["pairs"].sum())
+    scale = float(wrapped.std[0])
+    unit = pred.units[pred.targets[0]]
+    print(f"code-unit relevance of {args.model} ({pred.targets[0]}, composite {args.rule}, {n} molecules of fold 0's "
+          f"test bin; in {unit} after multiplying by the target std {scale:.4g}; max conservation error "
+          f"{err * scale:.2g} {unit})")
+    print(f"{'unit':10s} {'mean R':>10s} {'mean |R|':>10s} {'share':>7s}")
+    rows = []
+    for part in ("atoms", "pairs"):
+        for u in range(len(sums[part])):
+            m, a = float(sums[part][u]) / n * scale, float(abs_[part][u]) / n * scale
+            rows.append({"unit": f"{part} {u}", "mean": m, "mean_abs": a, "share": float(abs_[part][u]) / total})
+            print(f"{part + ' ' + str(u):10s} {m:10.3f} {a:10.3f} {rows[-1]['share']:7.1%}")
+    atomic_write_text(Path(args.model) / "code_relevance.json", json.dumps({"composite": args.rule, "n_molecules": n,
+                      "unit": unit, "units": rows, "max_conservation_error": err * scale}, indent=2))
     return 0

@@ -111,6 +111,10 @@ def test_cli_inspect_and_combined_training(data, trained, tmp_path, capsys):
         pre = A.load(trained[0])[1].encoder()
         same = all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), pre.state_dict().values()))
         assert same == (mode == "--freeze")
+    assert main(["dae", "relevance", str(tmp_path / "freeze"), "--n-test", "20", *args]) == 0
+    rel = json.loads((tmp_path / "freeze" / "code_relevance.json").read_text())
+    assert len(rel["units"]) == 12 and rel["max_conservation_error"] < 1e-6
+    assert abs(sum(u["share"] for u in rel["units"]) - 1) < 1e-9
     assert main(["train", "--target", "alpha_bohr3", "--epochs", "1", "--out", str(tmp_path / "x"),
                  "--input-stage", str(tmp_path), *args]) == 2
     assert "not an autoencoder directory" in capsys.readouterr().err
