@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
@@ -67,6 +65,12 @@ class Layout:
                 raise ValueError(f"segment {s.name!r} starts at {s.start}, expected {pos}: segments must tile the "
                                  f"features in order without gaps")
             pos = s.stop
+        groups: dict[tuple[str, int], list[int]] = {}
+        for s in segs:
+            groups.setdefault((s.kind, s.width), []).append(s.start)
+        # not a field: eq, hash and repr stay those of the segments
+        object.__setattr__(self, "_runs", [(kind, torch.tensor(starts)[:, None] + torch.arange(width)[None, :])
+                                           for (kind, width), starts in groups.items()])
 
     @property
     def n_features(self) -> int:
@@ -105,17 +109,8 @@ class Layout:
     def runs(self) -> list[tuple[str, torch.Tensor]]:
         """The segments grouped by (kind, width): [(kind, index (count, width))], so that a tiled
         layout (the flat input: 29 atom slots and 406 pair slots of the same segments) is
-        handled in a few gathers instead of thousands of slices."""
-        return _runs(self)
-
-
-@functools.lru_cache(maxsize=64)
-def _runs(layout: Layout) -> list[tuple[str, torch.Tensor]]:
-    groups: dict[tuple[str, int], list[int]] = {}
-    for s in layout.segments:
-        groups.setdefault((s.kind, s.width), []).append(s.start)
-    return [(kind, torch.tensor(starts)[:, None] + torch.arange(width)[None, :])
-            for (kind, width), starts in groups.items()]
+        handled in a few gathers instead of thousands of slices (computed once, with the layout)."""
+        return self._runs
 
 
 def _blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import Layout, corrupt, segment_losses, to_features
+from .layout import Layout, Segment, corrupt, segment_losses, to_features
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "identity": nn.Identity}
 
@@ -81,7 +81,8 @@ class TiedAutoencoder(nn.Module):
         if layout is not None and layout.n_features != sizes[0]:
             raise ValueError(f"layout covers {layout.n_features} features, sizes[0] is {sizes[0]}")
         self.sizes, self.activation, self.code_activation = sizes, activation, code_activation
-        self.layout = layout
+        self.layout = layout  # as given (None: every feature continuous), for config()
+        self._kinds = layout if layout is not None else Layout((Segment("x", 0, sizes[0], "continuous"),))
         act = ACTIVATIONS[activation]
         enc: list[nn.Module] = [Standardize(sizes[0])]
         linears = []
@@ -133,21 +134,14 @@ class TiedAutoencoder(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction in feature units (classes decided, flags thresholded)."""
         s = self.standardize
-        return to_features(self(x), self._layout(), s.mean, s.std)
-
-    def _layout(self) -> Layout:
-        if self.layout is None:
-            from .layout import Segment
-
-            return Layout((Segment("x", 0, self.sizes[0], "continuous"),))
-        return self.layout
+        return to_features(self(x), self._kinds, s.mean, s.std)
 
     # ---------------------------------------------------------------- training
     @torch.no_grad()
     def fit_standardization(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> None:
         """Set the continuous features' mean and std from data x (rows, n_in); weight: (rows,)
         or (rows, n_in) 0/1 (padding excluded)."""
-        cont = self._layout().continuous()
+        cont = self._kinds.continuous()
         w = torch.ones_like(x) if weight is None else (weight.unsqueeze(-1).expand_as(x) if weight.dim() == 1 else weight)
         w = w.to(x.dtype)
         n = w.sum(0).clamp_min(1)
@@ -163,7 +157,7 @@ class TiedAutoencoder(nn.Module):
         """Denoising reconstruction losses per feature kind: the input is corrupted (`masking`
         probability for one-hot segments and flags, `noise` standard deviations for continuous
         features), the clean input is the target; `weight` as in `dae.layout.segment_losses`."""
-        s, layout = self.standardize, self._layout()
+        s, layout = self.standardize, self._kinds
         noisy = corrupt(x, layout, masking, noise, s.std, generator) if self.training else x
         return segment_losses(self(noisy), s(x), layout, weight)
 

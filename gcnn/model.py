@@ -152,7 +152,7 @@ class WeaveNet(nn.Module):
         a, p = atom_features, pair_features
         if self.input_stage is not None:
             a, p = self.encode_inputs(a, p, mask, pair_mask)
-        return self.from_codes(a, p, atom_mask)
+        return self._body(a, p, mask, pair_mask)
 
     @staticmethod
     def masks(atom_mask):
@@ -164,7 +164,9 @@ class WeaveNet(nn.Module):
     def from_codes(self, atoms, pairs, atom_mask):
         """The network after its input stage: the weave modules, readout and head on atom and
         pair inputs (raw features without an input stage, the stage's masked codes with one)."""
-        mask, pair_mask = self.masks(atom_mask)
+        return self._body(atoms, pairs, *self.masks(atom_mask))
+
+    def _body(self, atoms, pairs, mask, pair_mask):
         a, p, s = atoms, pairs, None
         layers = list(self.layers)
         for k, layer in enumerate(layers):

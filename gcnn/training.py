@@ -490,10 +490,14 @@ def _verify_checksums(model_dir: Path) -> None:
                              f"{path}; the file was changed or damaged after training, so the model is refused")
 
 
-def _load_one(model_dir: Path, device: str):
+def read_model_config(model_dir: str | os.PathLike, what: str = "a model directory", hint: str = "") -> dict:
+    """config.json of a model directory (config.json + weights.pt, checksums verified), as a
+    dict; one-line errors that name the file. `what`/`hint` word the error for a directory that
+    is not one (a weave model, an autoencoder)."""
+    model_dir = Path(model_dir)
     cfg_path, w_path = model_dir / "config.json", model_dir / "weights.pt"
     if not cfg_path.exists() or not w_path.exists():
-        raise FileNotFoundError(f"{model_dir}: not a model directory (needs config.json and weights.pt)")
+        raise FileNotFoundError(f"{model_dir}: not {what} (needs config.json and weights.pt{hint})")
     _verify_checksums(model_dir)
     try:
         cfg = json.loads(cfg_path.read_text())
@@ -501,6 +505,25 @@ def _load_one(model_dir: Path, device: str):
         raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def read_weights(w_path: Path, device: str = "cpu") -> dict:
+    """A weights.pt state dict, loaded without executing code; a one-line error otherwise."""
+    try:
+        state = torch.load(w_path, weights_only=True, map_location=device)
+    except Exception as exc:  # truncated, empty, not a torch file, or a pickle that is refused
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ValueError(f"{w_path}: not readable as model weights ({type(exc).__name__}: {reason}). "
+                         f"Weights load without executing code; a file that needs more than that is refused") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{w_path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def _load_one(model_dir: Path, device: str):
+    cfg_path, w_path = model_dir / "config.json", model_dir / "weights.pt"
+    cfg = read_model_config(model_dir)
     if cfg.get("format") != "qmlrp-weave-1":
         raise ValueError(f"{cfg_path}: unknown model format {cfg.get('format')!r}; expected 'qmlrp-weave-1'")
     missing = [k for k in ("model", "targets", "units", "mean", "std") if k not in cfg]
@@ -526,14 +549,7 @@ def _load_one(model_dir: Path, device: str):
         raise ValueError(f"{cfg_path}: key 'targets' must be a list of target names, got {cfg['targets']!r}")
     if not isinstance(cfg["units"], dict) or any(t not in cfg["units"] for t in cfg["targets"]):
         raise ValueError(f"{cfg_path}: key 'units' must give a unit for every target ({cfg['targets']})")
-    try:
-        state = torch.load(w_path, weights_only=True, map_location=device)
-    except Exception as exc:  # truncated, empty, not a torch file, or a pickle that is refused
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise ValueError(f"{w_path}: not readable as model weights ({type(exc).__name__}: {reason}). "
-                         f"Weights load without executing code; a file that needs more than that is refused") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{w_path}: expected a state dict of tensors, got {type(state).__name__}")
+    state = read_weights(w_path, device)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

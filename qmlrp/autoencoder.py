@@ -282,18 +282,12 @@ def _append(path: Path, row: dict) -> None:
 # ------------------------------------------------------------------------------ loading
 def load(model_dir: str | Path) -> tuple[str, torch.nn.Module, dict]:
     """(variant, autoencoder, config.json) of a `qmlrp dae train` directory; never unpickles."""
-    from gcnn.training import _verify_checksums
+    from gcnn.training import read_model_config, read_weights
 
     d = Path(model_dir)
     cfg_path, w_path = d / "config.json", d / "weights.pt"
-    if not cfg_path.exists() or not w_path.exists():
-        raise FileNotFoundError(f"{d}: not an autoencoder directory (needs config.json and weights.pt from `qmlrp dae train`)")
-    _verify_checksums(d)
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+    cfg = read_model_config(d, "an autoencoder directory", " from `qmlrp dae train`")
+    if cfg.get("format") != FORMAT:
         raise ValueError(f"{cfg_path}: not an autoencoder config (format {FORMAT!r} expected)")
     if cfg.get("variant") not in VARIANTS:
         raise ValueError(f"{cfg_path}: key 'variant' must be one of {VARIANTS}, got {cfg.get('variant')!r}")
@@ -302,11 +296,9 @@ def load(model_dir: str | Path) -> tuple[str, torch.nn.Module, dict]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{cfg_path}: key 'autoencoder': {exc}") from None
     try:
-        state = torch.load(w_path, weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:
-        raise ValueError(f"{w_path}: not readable as weights of {cfg_path} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+        model.load_state_dict(read_weights(w_path))
+    except RuntimeError as exc:
+        raise ValueError(f"{w_path} does not match {cfg_path}: {str(exc).splitlines()[0]}") from None
     return cfg["variant"], model.eval(), cfg
 
 

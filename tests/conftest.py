@@ -50,3 +50,23 @@ def embed(smiles: str, seed: int = 7, with_template: bool = False):
         positions=np.array(m.GetConformer().GetPositions()),
         name=smiles, smiles=smiles if with_template else None,
     )
+
+
+def imports_outside(package_root, allowed=("torch", "__future__")) -> list[str]:
+    """'file imports name' for every absolute import in a package's top-level .py files whose
+    top module is neither in `allowed` nor in the standard library."""
+    import ast
+    import sys
+
+    ok = set(allowed) | set(sys.stdlib_module_names)
+    bad = []
+    for path in sorted(package_root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            bad += [f"{path.name} imports {n}" for n in names if n.split(".")[0] not in ok]
+    return bad

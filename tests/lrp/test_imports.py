@@ -1,21 +1,9 @@
-import ast
-import sys
 from pathlib import Path
 
 import lrp
 
-ROOT = Path(lrp.__file__).parent
+from ..conftest import imports_outside
 
 
 def test_lrp_imports_only_torch_and_the_standard_library():
-    allowed = {"torch", "__future__"} | set(sys.stdlib_module_names)
-    for path in ROOT.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+    assert imports_outside(Path(lrp.__file__).parent) == []
