@@ -496,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .autoencoder import add_parser as add_dae_parser
 
     add_dae_parser(sub)
+    from .additive import add_parser as add_additive_parser
+
+    add_additive_parser(sub)
     return p
 
 

@@ -132,6 +132,7 @@ def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, 
                                     "prediction - training mean (target units); the training mean is not distributed"),
                       "identity": "sum of the 12 groups = sum of all feature relevances = explained - absorbed",
                       "kind": reference if reference in ("mean", "empty") else "molecule",
+                      **({} if reference in ("mean", "empty") else {"file": str(Path(reference).resolve())}),
                       **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
                          if "reference" in rs.meta else {})},
         "cancellation": cancellation(rs.groups),

@@ -97,18 +97,38 @@ def reference_graph(spec: str):
     return MolecularGraphFeaturizer()(items[0])
 
 
-def _scalar_start(net, column: int, ref_out):
-    """Start relevance out_k - ref_k on the explained column k (standardized units)."""
+def output_layer(net):
+    """The network's output layer: the last nn.Linear whose out_features is the number of outputs
+    (WeaveNet: head[-1], nothing after it)."""
+    import torch.nn as nn
+
+    n_out = net.config.n_outputs
+    last = [m for m in net.modules() if isinstance(m, nn.Linear) and m.out_features == n_out]
+    if not last or last[-1].bias is None:
+        raise ValueError(f"{type(net).__name__}: no output nn.Linear with a bias to hold a reference")
+    return last[-1]
+
+
+def reference_network(net, reference: str | object = "mean"):
+    """(network to explain, reference output (1, outputs) float64). For 'mean' the network itself
+    (its standardized output is already measured from the training mean). For any other
+    reference, a copy whose output layer's bias is lowered by the reference's output, so that it
+    computes g(x) = f(x) - f(ref) and g(ref) = 0: LRP of g starts from g(x) itself, the same start
+    as for the mean. (Starting the unchanged network from f(x) - f(ref) instead would scale every
+    relevance by (f(x) - f(ref)) / f(x), which diverges where f(x) crosses 0, i.e. for molecules
+    near the training mean.) Everything before the output layer is unchanged."""
+    import copy
+
     import torch
 
-    def start(b, graphs):
-        with torch.no_grad():
-            out = net(b.atom_features, b.pair_features, b.atom_mask)
-        r0 = torch.zeros_like(out)
-        r0[:, column] = out[:, column] - ref_out[0, column].to(out.dtype)
-        return r0
-
-    return start
+    ref_out = reference_output(net, reference)
+    if isinstance(reference, str) and reference == "mean":
+        return net, ref_out
+    shifted = copy.deepcopy(net)
+    layer = output_layer(shifted)
+    with torch.no_grad():
+        layer.bias -= ref_out[0].to(layer.bias.dtype)
+    return shifted.eval(), ref_out
 
 
 def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int = 128,
@@ -125,12 +145,11 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     m_count = len(n)
     target = None if lm.net.config.n_outputs == 1 else lm.output
     scale = lm.std  # relevance of the standardized output -> target units
-    ref_out = reference_output(lm.net, reference)
-    if not (isinstance(reference, str) and reference == "mean") and not lm.is_vector:
-        target = _scalar_start(lm.net, lm.output, ref_out)  # the mean's standardized output is 0: no change
+    net, ref_out = reference_network(lm.net, reference)  # net computes f(x) - f(ref) (standardized)
+    shift = ref_out.numpy()[0]
     selected: dict[int, np.ndarray] = {}
     if lm.is_vector:
-        target, scale = _vector_start(lm, ref_out), 1.0  # the start relevance is in target units already
+        target, scale = _vector_start(lm, net, shift), 1.0  # the start relevance is in target units already
     off, poff = offsets_of(n)
     atom_rel = np.zeros((off[-1], N_ATOM_FEATURES), np.float32)
     pair_rel = np.zeros((poff[-1], N_PAIR_FEATURES), np.float32)
@@ -138,13 +157,13 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     groups = np.zeros((m_count, 12))
     pred, explained, absorbed = np.zeros(m_count), np.zeros(m_count), np.zeros(m_count)
     elements = np.empty(off[-1], dtype="<U2")
-    for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
+    for idx, graphs, e in relevance_batches(net, inputs.graph, n, rule, histogram_rule, target, batch_size,
                                             progress):
         ra = e.relevance[0].double() * scale  # (B, N, 21)
         rp = e.relevance[1].double() * scale  # (B, N, N, 13)
         gs = group_sums(ra, rp).numpy()
         pat = per_atom(ra, rp).numpy()
-        out = e.output[:, lm.output].double().numpy()
+        out = e.output[:, lm.output].double().numpy() + shift[lm.output]  # f(x), standardized
         ra32, rp32 = ra.float().numpy(), rp.float().numpy()
         for j, i in enumerate(idx):
             k = int(n[i])
@@ -156,7 +175,7 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
         if lm.is_vector:
             for j, i in enumerate(idx):
                 selected[int(i)] = target.last[j]
-            full = e.output.double().numpy() * lm.stds + lm.means  # (B, outputs), target units
+            full = (e.output.double().numpy() + shift) * lm.stds + lm.means  # (B, outputs), target units
             for j, i in enumerate(idx):
                 pred[i] = float(full[j][selected[int(i)]].sum())
         else:
@@ -192,23 +211,23 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                         targets, explained, absorbed, elements, meta)
 
 
-def _vector_start(lm, ref_out=None):
-    """Start relevance of a vector model: std_k x standardized output k on the selected outputs
-    (so relevance is in target units and sums to the selection's prediction - training mean);
-    the last batch's (B, outputs) selection is left in `start.last`."""
+def _vector_start(lm, net, shift: np.ndarray):
+    """Start relevance of a vector model: std_k x standardized output k of `net` (which computes
+    f(x) - f(ref), `shift` = f(ref) standardized) on the selected outputs, so relevance is in
+    target units and sums to the selection's prediction - reference; the selection is made on the
+    prediction f(x). The last batch's (B, outputs) selection is left in `start.last`."""
     import torch
 
     from molgraph.targets import n_harmonic_modes
 
     def start(b, graphs):
         with torch.no_grad():
-            out = lm.net(b.atom_features, b.pair_features, b.atom_mask).double()
-        pred = out.numpy() * lm.stds + lm.means
+            out = net(b.atom_features, b.pair_features, b.atom_mask).double()
+        pred = (out.numpy() + shift) * lm.stds + lm.means
         n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
         mask = lm.selection.mask(pred, n_values)
         start.last = mask  # the batch's selection, read by explain_inputs
-        diff = out if ref_out is None else out - ref_out
-        r0 = diff * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
+        r0 = out * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
         return r0.float()
 
     return start
