@@ -213,15 +213,27 @@ def _train_config(args):
     import gcnn
 
     return gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed, device=args.device, amp=args.device.startswith("cuda"))
+                            weight_decay=args.weight_decay, lr_factor=args.lr_factor, lr_patience=args.lr_patience,
+                            patience=args.patience, seed=args.seed, device=args.device,
+                            amp=args.device.startswith("cuda"))
+
+
+def _model_config(args, **extra):
+    """The WeaveNet configuration of the architecture flags (defaults: gcnn.WeaveConfig's, the
+    Faber-like reproduction)."""
+    import gcnn
+
+    head = tuple(int(h) for h in str(args.head_hidden).split(",") if h.strip())
+    return gcnn.WeaveConfig(atom_hidden=args.atom_hidden, pair_hidden=args.pair_hidden, n_layers=args.layers,
+                            readout_hidden=args.readout_hidden, head_hidden=head,
+                            n_outputs=_train_config(args).n_outputs, **extra)
 
 
 def _input_stage(args):
-    """(model config, Trainer keyword arguments) for --input-stage DAE_DIR [--freeze|--fine-tune];
-    (None, {}) without it."""
+    """(model config, Trainer keyword arguments) for the architecture flags and --input-stage
+    DAE_DIR [--freeze|--fine-tune] ({} without an input stage)."""
     if not getattr(args, "input_stage", None):
-        return None, {}
-    import gcnn
+        return _model_config(args), {}
     from molgraph.storage import sha256_file
 
     from . import autoencoder
@@ -230,7 +242,7 @@ def _input_stage(args):
     if variant != "graph":
         raise ValueError(f"{args.input_stage}: a {variant!r} autoencoder codes whole molecules; the weave network's input "
                          f"stage needs the 'graph' variant (codes per atom and pair)")
-    model_config = gcnn.WeaveConfig(n_outputs=_train_config(args).n_outputs, input_stage=ae.config(), freeze_input_stage=bool(args.freeze))
+    model_config = _model_config(args, input_stage=ae.config(), freeze_input_stage=bool(args.freeze))
     state = ae.encoder().state_dict()
     record = {"autoencoder": str(args.input_stage), "weights_sha256": sha256_file(Path(args.input_stage) / "weights.pt"),
               "mode": "frozen" if args.freeze else "fine-tuned"}
@@ -285,7 +297,8 @@ def cmd_learning_curve(args) -> int:
         print(f"qmlrp learning-curve: --sizes must be integers separated by commas, got {args.sizes!r}", file=sys.stderr)
         return 2
     ds = _load(args)
-    rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, model_config=_model_config(args),
+                               log=lambda m: print(m, file=sys.stderr))
     for r in rows:
         print(f"n_train {r['n_train']:>7}: test MAE {r['mae']:.4f} {r['unit']}")
     print(f"-> {args.out}/learning_curve.csv, learning_curve.png")
@@ -416,6 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=100)
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--lr", type=float, default=1e-3)
+        arch = p.add_argument_group("architecture and schedule (defaults: the Faber-like reproduction)")
+        arch.add_argument("--atom-hidden", type=int, default=50, help="atom channels of each weave module (50)")
+        arch.add_argument("--pair-hidden", type=int, default=50, help="pair channels of each weave module (50)")
+        arch.add_argument("--layers", type=int, default=2, help="weave modules (2)")
+        arch.add_argument("--readout-hidden", type=int, default=128, help="channels of the histogram readout (128)")
+        arch.add_argument("--head-hidden", default="128", help="hidden widths of the head, comma-separated (128)")
+        arch.add_argument("--weight-decay", type=float, default=0.0)
+        arch.add_argument("--lr-factor", type=float, default=0.5, help="ReduceLROnPlateau factor (0.5)")
+        arch.add_argument("--lr-patience", type=int, default=5, help="epochs without a better validation MAE "
+                          "before the learning rate is cut (5)")
+        arch.add_argument("--patience", type=int, default=20, help="early stopping patience in epochs (20)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")
