@@ -166,7 +166,19 @@ class WeaveNet(nn.Module):
         pair inputs (raw features without an input stage, the stage's masked codes with one)."""
         return self._body(atoms, pairs, *self.masks(atom_mask))
 
+    def pooled(self, atom_features, pair_features, atom_mask):
+        """(B, readout_hidden x n_gaussians) the molecule vector the head reads: the atoms'
+        histograms summed (`forward` = head(pooled)); the molecule with no atoms pools to 0."""
+        mask, pair_mask = self.masks(atom_mask)
+        a, p = atom_features, pair_features
+        if self.input_stage is not None:
+            a, p = self.encode_inputs(a, p, mask, pair_mask)
+        return self._pooled(a, p, mask, pair_mask)
+
     def _body(self, atoms, pairs, mask, pair_mask):
+        return self.head(self._pooled(atoms, pairs, mask, pair_mask))  # (B, n_outputs)
+
+    def _pooled(self, atoms, pairs, mask, pair_mask):
         a, p, s = atoms, pairs, None
         layers = list(self.layers)
         for k, layer in enumerate(layers):
@@ -181,7 +193,7 @@ class WeaveNet(nn.Module):
             g = self.atom_sum(self.mask_histogram(self.histogram(h), mask))  # (B, R, n) via (B, N, R, n)
         else:
             g = histogram_sum(h, mask, self.histogram)  # the same (B, R, n), fused
-        return self.head(self.flatten(g))  # (B, n_outputs)
+        return self.flatten(g)  # (B, R * n)
 
     def encode_inputs(self, atom_features, pair_features, mask, pair_mask):
         """The input stage's atom and pair codes, padding zeroed (the raw features without one)."""

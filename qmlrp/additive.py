@@ -237,7 +237,7 @@ def run(explain_dir, out=None, schemes: Sequence[str] | None = None, resamples: 
 
             ref_units = am.units(scheme, feats, bond_orders(g.pair_features.numpy()))
             ref_counts = am.count_matrix([ref_units], types)[0]
-        labels, rels = [], []
+        labels, rels, pooled_rels = [], [], []
         for x in range(len(rs)):
             mr = rs.molecule(x)
             if mr.elements and tuple(mr.elements) != tuple(am.elements_of(expl.encoded(x).atom_features)):
@@ -250,7 +250,18 @@ def run(explain_dir, out=None, schemes: Sequence[str] | None = None, resamples: 
             lab, rel = unit_relevance(scheme, mr.per_atom, atom_labels_expl[x], bonds)
             labels.append(lab)
             rels.append(rel)
+            if mr.contribution is not None:
+                pooled_rels.append(unit_relevance(scheme, mr.contribution, atom_labels_expl[x], bonds)[1])
         cmp = compare_additive(model, labels, rels, rs.prediction, rs.target, ref_counts, resamples, seed)
+        if pooled_rels:  # the same comparison one level up: the atoms' shares at the pooling
+            pc = compare_additive(model, labels, pooled_rels, rs.prediction, rs.target, ref_counts, resamples, seed)
+            for row, prow in zip(cmp["types"], pc["types"]):
+                row.update({"implied_pooling": prow["implied"], "implied_pooling_ci": prow["implied_ci"],
+                            "unit_mean_pooling": prow["unit_mean"], "unit_std_pooling": prow["unit_std"],
+                            "unit_quantiles_pooling": prow["unit_quantiles"]})
+            cmp["pooling"] = {k: pc[k] for k in ("r_types", "r_types_ci", "spearman_types", "slope_types", "r_units",
+                                                 "r_totals", "mae_totals") if k in pc}
+            cmp["pooling"]["r_implied_vs_network_fit"] = pc.get("r_implied_vs_network_fit")
         cmp["additive_model"] = model.to_json()
         cmp["scheme_text"] = SCHEME_TEXT[scheme]
         result["schemes"][scheme] = cmp
@@ -264,9 +275,13 @@ def run(explain_dir, out=None, schemes: Sequence[str] | None = None, resamples: 
 
 def summary_line(cmp: dict, scheme: str, unit: str, kind: str) -> str:
     lo, hi = cmp["r_types_ci"]
-    return (f"{scheme} (reference {kind}): r(additive, LRP-implied) over {sum(t['type'] != am.OTHER for t in cmp['types'])} "
-            f"types = {cmp['r_types']:.3f} [{lo:.3f}, {hi:.3f}], per unit r = {cmp['r_units']:.3f}; additive MAE "
-            f"{_fmt(cmp['additive_mae'])} vs network {_fmt(cmp['network_mae'])} {unit}")
+    text = (f"{scheme} (reference {kind}): r(additive, LRP-implied) over {sum(t['type'] != am.OTHER for t in cmp['types'])} "
+            f"types = {cmp['r_types']:.3f} [{lo:.3f}, {hi:.3f}], per unit r = {cmp['r_units']:.3f}")
+    if "pooling" in cmp:
+        p = cmp["pooling"]
+        text += (f"; at the pooling r = {p['r_types']:.3f} [{p['r_types_ci'][0]:.3f}, {p['r_types_ci'][1]:.3f}], "
+                 f"per unit r = {p['r_units']:.3f}")
+    return text + f"; additive MAE {_fmt(cmp['additive_mae'])} vs network {_fmt(cmp['network_mae'])} {unit}"
 
 
 def _fmt(v, digits=4) -> str:
@@ -275,13 +290,15 @@ def _fmt(v, digits=4) -> str:
 
 def _csv(cmp: dict) -> str:
     head = ["type", "n_units", "n_molecules", "additive", "additive_se", "implied", "implied_lo", "implied_hi",
-            "network_additive", "unit_mean", "unit_std", "unit_p10", "unit_p50", "unit_p90", "r_molecules"]
+            "network_additive", "unit_mean", "unit_std", "unit_p10", "unit_p50", "unit_p90", "r_molecules",
+            "implied_pooling", "implied_pooling_lo", "implied_pooling_hi", "unit_mean_pooling", "unit_std_pooling"]
     lines = [",".join(head)]
     for t in cmp["types"]:
         q = t["unit_quantiles"] or {}
         vals = [t["type"], t["n_units"], t["n_molecules"], t["additive"], t["additive_se"], t["implied"],
                 *t["implied_ci"], t["network_additive"], t["unit_mean"], t["unit_std"], q.get(10), q.get(50), q.get(90),
-                t["r_molecules"]]
+                t["r_molecules"], t.get("implied_pooling"), *(t.get("implied_pooling_ci") or [None, None]),
+                t.get("unit_mean_pooling"), t.get("unit_std_pooling")]
         lines.append(",".join("" if v is None else (v if isinstance(v, str) else repr(float(v))) for v in vals))
     return "\n".join(lines) + "\n"
 
@@ -306,12 +323,24 @@ def markdown(result: dict) -> str:
             parts.append(f" The additive model fitted to the network's own predictions (MAE "
                          f"{c['network_fit']['mae']:.4g}): r with the LRP-implied contributions "
                          f"{c['r_implied_vs_network_fit']:.3f}, with the QM9 fit {c['r_network_fit_vs_additive']:.3f}.")
-        parts.append("\n\n| type | units | additive a_t | LRP-implied (95 % CI) | fit to network | per-unit mean (std) |\n"
-                     "|---|---:|---:|---:|---:|---:|\n")
+        pool = "pooling" in c
+        if pool:
+            p = c["pooling"]
+            parts.append(f" At the pooling (each atom's share of the summed histograms the head reads, before the "
+                         f"rules below it): r = {p['r_types']:.3f} (95 % CI {p['r_types_ci'][0]:.3f} to "
+                         f"{p['r_types_ci'][1]:.3f}), slope {p['slope_types']:.3f}, per unit r = {p['r_units']:.3f}.")
+        parts.append("\n\n| type | units | additive a_t | LRP-implied, features (95 % CI) | per-unit mean (std) |"
+                     + (" at the pooling (95 % CI) | per-unit mean (std) |" if pool else "")
+                     + " fit to network |\n|---|---:|---:|---:|---:|" + ("---:|---:|" if pool else "") + "---:|\n")
         for t in c["types"]:
             parts.append(f"| {t['type']} | {t['n_units']} | {t['additive']:.4g} | {t['implied']:.4g} "
-                         f"({t['implied_ci'][0]:.4g} to {t['implied_ci'][1]:.4g}) | {_fmt(t['network_additive'])} | "
-                         f"{_fmt(t['unit_mean'])} ({_fmt(t['unit_std'])}) |\n")
+                         f"({t['implied_ci'][0]:.4g} to {t['implied_ci'][1]:.4g}) | "
+                         f"{_fmt(t['unit_mean'])} ({_fmt(t['unit_std'])}) |")
+            if pool:
+                lo_p, hi_p = t["implied_pooling_ci"]
+                parts.append(f" {t['implied_pooling']:.4g} ({lo_p:.4g} to {hi_p:.4g}) | "
+                             f"{_fmt(t['unit_mean_pooling'])} ({_fmt(t['unit_std_pooling'])}) |")
+            parts.append(f" {_fmt(t['network_additive'])} |\n")
     return "".join(parts)
 
 
@@ -326,10 +355,16 @@ def _plot(cmp: dict, scheme: str, target: str, unit: str, kind: str, path: Path)
     a = np.array([t["additive"] for t in rows])
     b = np.array([t["implied"] for t in rows])
     err = np.array([[t["implied"] - t["implied_ci"][0], t["implied_ci"][1] - t["implied"]] for t in rows]).T
-    ax.errorbar(a, b, yerr=np.abs(err), fmt="o", ms=4, capsize=2)
+    ax.errorbar(a, b, yerr=np.abs(err), fmt="o", ms=4, capsize=2, label="from the input features")
+    if rows and rows[0].get("implied_pooling") is not None:
+        bp = np.array([t["implied_pooling"] for t in rows])
+        ep = np.array([[t["implied_pooling"] - t["implied_pooling_ci"][0], t["implied_pooling_ci"][1] - t["implied_pooling"]]
+                       for t in rows]).T
+        ax.errorbar(a, bp, yerr=np.abs(ep), fmt="s", ms=4, capsize=2, color="C1", label="at the pooling")
+        b = np.concatenate([b, bp])
     for t, x, y in zip(rows, a, b):
         ax.annotate(t["type"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    lim = [min(a.min(), b.min()), max(a.max(), b.max())] if len(a) else [0, 1]
+    lim = [min(a.min(), np.nanmin(b)), max(a.max(), np.nanmax(b))] if len(a) else [0, 1]
     ax.plot(lim, lim, "k--", lw=0.8, label="y = x")
     ax.set_xlabel(f"additive contribution a_t ({unit} per unit)")
     ax.set_ylabel(f"LRP-implied contribution ({unit} per unit)")

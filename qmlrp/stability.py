@@ -40,7 +40,7 @@ from molgraph import GROUP_NAMES
 from .compare import GROUP_SETS, set_shares
 from .explain.inputs import qm9_pool
 from .explain.models import member_dirs
-from .explain.relevance_pass import reference_graph, reference_network, relevance_batches
+from .explain.relevance_pass import reference_graph, reference_pooled, relevance_batches
 
 DEFAULT_RULES = ("epsilon", "weave", "alpha2-beta1")
 
@@ -106,9 +106,8 @@ def explain_groups(net, std: float, ds, rule: str, batch_size: int = 64, progres
     g = np.zeros((m, len(GROUP_NAMES)))
     explained, absorbed, cons = np.zeros(m), np.zeros(m), np.zeros(m)
     target = None
-    net, _ = reference_network(net, reference)  # computes f(x) - f(reference)
     for idx, _, e in relevance_batches(net, ds.__getitem__, np.asarray(ds.n_atoms), rule, histogram_rule, target,
-                                       batch_size=batch_size):
+                                       batch_size=batch_size, reference=reference_pooled(net, reference)):
         with torch.no_grad():
             gs = group_sums(e.relevance[0].double(), e.relevance[1].double()).numpy() * std  # (B, 12)
             g[idx] = gs

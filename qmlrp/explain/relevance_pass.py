@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,28 +29,117 @@ def composite_for(rule: str, histogram_rule: str | None = None):
     return composite.with_rules({GaussianHistogram: named(histogram_rule)})
 
 
+@dataclass
+class BatchRelevance:
+    """One batch of the relevance pass (standardized output units).
+
+    relevance: (atom (B, N, 21), pair (B, N, N, 13), None for the mask); output: (B, outputs) f(x);
+    explained: (B,) the distributed quantity, w . f(x) (no reference) or w . (f(x) - f(ref));
+    absorbed: (B,) what biases and stabilizers keep (explained - input relevance), by module in
+    absorbed_by; atom_contribution: (B, N) each atom's relevance at the pooling (the atoms'
+    histograms summed), which sums to explained minus what the head absorbs (nothing against a
+    reference); pooled: (B, D) the pooled vectors."""
+
+    relevance: tuple
+    output: object
+    explained: object
+    absorbed: object
+    absorbed_by: dict
+    atom_contribution: object
+    pooled: object
+
+    def total(self):
+        return sum(r.reshape(r.shape[0], -1).sum(1) for r in self.relevance if r is not None)
+
+    def conservation_error(self):
+        """(B,) |sum(relevance) + absorbed - explained|."""
+        return (self.total() + self.absorbed - self.explained).abs()
+
+
+def _pooled_module(net):
+    import torch.nn as nn
+
+    class Pooled(nn.Module):  # the network up to its pooling, as a module the composite can walk
+        def __init__(self, inner):
+            super().__init__()
+            self.net = inner
+
+        def forward(self, atoms, pairs, atom_mask):
+            return self.net.pooled(atoms, pairs, atom_mask)
+
+    return Pooled(net).eval()
+
+
+def _weights(target, b, graphs, out):
+    """(B, outputs) weights of the explained combination of outputs."""
+    import torch
+
+    if callable(target):
+        return torch.as_tensor(target(b, graphs, out), dtype=out.dtype)
+    w = torch.zeros_like(out)
+    if target is None:
+        return w + 1
+    w[:, int(target)] = 1
+    return w
+
+
 def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, rule: str,
-                      histogram_rule: str | None = None, target=None, batch_size: int = 128, progress: bool = False):
+                      histogram_rule: str | None = None, target=None, batch_size: int = 128, progress: bool = False,
+                      reference=None):
     """The relevance pass of every command: LRP of molecules graph(0..M-1) with the composite
     `composite_for(rule, histogram_rule)`, in batches of similar size (sorted by atom count, so a
-    batch pads little). Yields (indices, graphs, lrp.Explanation) per batch; relevance in the
-    network's own (standardized) output units, absorbed parts tracked module by module. `target`
-    is lrp.explain's (None, an output column, a start relevance), or a function (batch, graphs) ->
-    start relevance (B, outputs) computed per batch."""
+    batch pads little). Yields (indices, graphs, BatchRelevance) per batch; relevance in the
+    network's own (standardized) output units, absorbed parts tracked module by module.
+
+    target: None (the output itself), an output column, or a function (batch, graphs, output) ->
+    (B, outputs) weights of the explained combination w . f. reference: None explains w . f(x)
+    with the composite all the way (for a standardized output: the distance from the training
+    mean); a pooled reference vector (`reference_pooled`) explains w . (f(x) - f(ref)): the head
+    (the layers above the sum over atoms) by the exact difference rule
+    (`lrp.difference_relevance`, nothing absorbed), the layers below by the composite."""
     import lrp
+    import torch
+
     from molgraph import collate
 
     n = np.asarray(n_atoms, dtype=np.int64)
     order = np.argsort(n, kind="stable")
     chunks = [order[i:i + batch_size] for i in range(0, len(n), batch_size)]
     composite = composite_for(rule, histogram_rule)
+    below = _pooled_module(net)
+    n_bins = net.config.n_gaussians
     for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
         graphs = [graph(int(i)) for i in idx]
         b = collate([g.with_targets({}) for g in graphs])
-        t = target(b, graphs) if callable(target) else target
-        e = lrp.explain(net, (b.atom_features, b.pair_features, b.atom_mask), composite, target=t,
-                        track_absorbed=True)
-        yield idx, graphs, e
+        x = (b.atom_features, b.pair_features, b.atom_mask)
+        seen = {}
+        # the hook also keeps the forward on the module-by-module path (the fused readout is skipped
+        # when a hook watches it), so g is bit for bit the pooled vector the LRP pass below sees
+        hook = net.mask_histogram.register_forward_hook(lambda mod, inp, o: seen.__setitem__("h", o.detach()))
+        try:
+            with torch.no_grad():
+                g = net.pooled(*x)
+                out = net.head(g)
+            w = _weights(target, b, graphs, out)
+            if reference is None:
+                top = lrp.explain(net.head, g, composite, target=out * w, track_absorbed=True)
+                r_g, explained = top.relevance, top.explained
+                absorbed_by = {f"head.{k}": v for k, v in top.absorbed_by.items()}
+            else:
+                g0 = torch.as_tensor(reference, dtype=g.dtype).reshape(1, -1)
+                r_g = lrp.difference_relevance(net.head, g, g0, w)
+                with torch.no_grad():
+                    explained = (w * (out - net.head(g0))).sum(1)
+                absorbed_by = {"head": explained - r_g.sum(1)}  # round-off only: the difference rule is exact
+            e = lrp.explain(below, x, composite, target=r_g, track_absorbed=True)
+        finally:
+            hook.remove()
+        absorbed_by.update({k.removeprefix("net."): v for k, v in e.absorbed_by.items()})
+        hist = seen["h"]  # (B, N, R, n): each atom's masked histogram; pooled = its sum over atoms
+        mult = torch.where(g != 0, r_g / torch.where(g != 0, g, torch.ones_like(g)), torch.zeros_like(g))
+        contribution = (hist * mult.reshape(len(idx), 1, -1, n_bins)).sum((2, 3))
+        absorbed = sum(absorbed_by.values()) if absorbed_by else torch.zeros_like(explained)
+        yield idx, graphs, BatchRelevance(tuple(e.relevance), out, explained, absorbed, absorbed_by, contribution, g)
 
 
 REFERENCES = ("mean", "empty")  # or the path of a molecule file
@@ -97,38 +187,28 @@ def reference_graph(spec: str):
     return MolecularGraphFeaturizer()(items[0])
 
 
-def output_layer(net):
-    """The network's output layer: the last nn.Linear whose out_features is the number of outputs
-    (WeaveNet: head[-1], nothing after it)."""
-    import torch.nn as nn
-
-    n_out = net.config.n_outputs
-    last = [m for m in net.modules() if isinstance(m, nn.Linear) and m.out_features == n_out]
-    if not last or last[-1].bias is None:
-        raise ValueError(f"{type(net).__name__}: no output nn.Linear with a bias to hold a reference")
-    return last[-1]
-
-
-def reference_network(net, reference: str | object = "mean"):
-    """(network to explain, reference output (1, outputs) float64). For 'mean' the network itself
-    (its standardized output is already measured from the training mean). For any other
-    reference, a copy whose output layer's bias is lowered by the reference's output, so that it
-    computes g(x) = f(x) - f(ref) and g(ref) = 0: LRP of g starts from g(x) itself, the same start
-    as for the mean. (Starting the unchanged network from f(x) - f(ref) instead would scale every
-    relevance by (f(x) - f(ref)) / f(x), which diverges where f(x) crosses 0, i.e. for molecules
-    near the training mean.) Everything before the output layer is unchanged."""
-    import copy
-
+def reference_pooled(net, reference: str | object = "mean"):
+    """The pooled vector (1, D) of a reference, for `relevance_batches(reference=...)`: None for
+    'mean' (the standardized output is already measured from the training mean), zeros for
+    'empty' (no atoms: nothing to sum), the molecule's own pooled vector for a MolGraph."""
     import torch
 
-    ref_out = reference_output(net, reference)
+    from molgraph import collate
+
     if isinstance(reference, str) and reference == "mean":
-        return net, ref_out
-    shifted = copy.deepcopy(net)
-    layer = output_layer(shifted)
-    with torch.no_grad():
-        layer.bias -= ref_out[0].to(layer.bias.dtype)
-    return shifted.eval(), ref_out
+        return None
+    d = net.config.readout_hidden * net.config.n_gaussians
+    if isinstance(reference, str) and reference == "empty":
+        return torch.zeros(1, d)
+    if hasattr(reference, "atom_features"):
+        bt = collate([reference.with_targets({})])
+        hook = net.mask_histogram.register_forward_hook(lambda *_: None)  # the module path, as in the pass
+        try:
+            with torch.no_grad():
+                return net.pooled(bt.atom_features, bt.pair_features, bt.atom_mask)
+        finally:
+            hook.remove()
+    raise ValueError(f"unknown reference {reference!r}; valid: mean, empty, or a molecule file")
 
 
 def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int = 128,
@@ -145,37 +225,40 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     m_count = len(n)
     target = None if lm.net.config.n_outputs == 1 else lm.output
     scale = lm.std  # relevance of the standardized output -> target units
-    net, ref_out = reference_network(lm.net, reference)  # net computes f(x) - f(ref) (standardized)
-    shift = ref_out.numpy()[0]
+    ref_out = reference_output(lm.net, reference)  # f(ref), standardized
+    ref_pooled = reference_pooled(lm.net, reference)
     selected: dict[int, np.ndarray] = {}
     if lm.is_vector:
-        target, scale = _vector_start(lm, net, shift), 1.0  # the start relevance is in target units already
+        target, scale = _vector_weights(lm), 1.0  # the weights carry std_k: relevance in target units already
     off, poff = offsets_of(n)
     atom_rel = np.zeros((off[-1], N_ATOM_FEATURES), np.float32)
     pair_rel = np.zeros((poff[-1], N_PAIR_FEATURES), np.float32)
     pa = np.zeros(off[-1], np.float32)
+    contribution = np.zeros(off[-1], np.float32)
     groups = np.zeros((m_count, 12))
     pred, explained, absorbed = np.zeros(m_count), np.zeros(m_count), np.zeros(m_count)
     elements = np.empty(off[-1], dtype="<U2")
-    for idx, graphs, e in relevance_batches(net, inputs.graph, n, rule, histogram_rule, target, batch_size,
-                                            progress):
+    for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
+                                            progress, reference=ref_pooled):
         ra = e.relevance[0].double() * scale  # (B, N, 21)
         rp = e.relevance[1].double() * scale  # (B, N, N, 13)
         gs = group_sums(ra, rp).numpy()
         pat = per_atom(ra, rp).numpy()
-        out = e.output[:, lm.output].double().numpy() + shift[lm.output]  # f(x), standardized
+        out = e.output[:, lm.output].double().numpy()  # f(x), standardized
         ra32, rp32 = ra.float().numpy(), rp.float().numpy()
+        ct = (e.atom_contribution.double() * scale).numpy()
         for j, i in enumerate(idx):
             k = int(n[i])
             atom_rel[off[i]:off[i + 1]] = ra32[j, :k]
             pair_rel[poff[i]:poff[i + 1]] = rp32[j, :k, :k].reshape(k * k, N_PAIR_FEATURES)
             pa[off[i]:off[i + 1]] = pat[j, :k]
+            contribution[off[i]:off[i + 1]] = ct[j, :k]
             elements[off[i]:off[i + 1]] = graphs[j].elements
         groups[idx] = gs
         if lm.is_vector:
             for j, i in enumerate(idx):
                 selected[int(i)] = target.last[j]
-            full = (e.output.double().numpy() + shift) * lm.stds + lm.means  # (B, outputs), target units
+            full = e.output.double().numpy() * lm.stds + lm.means  # (B, outputs), target units
             for j, i in enumerate(idx):
                 pred[i] = float(full[j][selected[int(i)]].sum())
         else:
@@ -194,7 +277,9 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                 "explained": "sum over the selected outputs of (prediction - training mean of that output), "
                              "target units (LRP started from std_k x standardized output k on the selected k)"}
                if lm.is_vector else {}),
-            "per_atom": "own atom features + half of each pair (i, j) and (j, i)"}
+            "per_atom": "own atom features + half of each pair (i, j) and (j, i)",
+            "atom_contribution": "each atom's relevance at the pooling (its histogram's share of the summed "
+                                 "histograms the head reads), before the rules below the pooling"}
     if not (isinstance(reference, str) and reference == "mean"):
         meta.update({"reference": ref_label,
                      "reference_prediction": ref_value.tolist() if lm.is_vector else float(ref_value[lm.output]),
@@ -208,29 +293,24 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             k = np.flatnonzero(sel)
             targets[i] = float(true[k].sum()) if (k < len(true)).all() else np.nan
     return RelevanceSet(np.asarray(inputs.ids, dtype=str), n, off, poff, atom_rel, pair_rel, pa, groups, pred,
-                        targets, explained, absorbed, elements, meta)
+                        targets, explained, absorbed, elements, meta, contribution)
 
 
-def _vector_start(lm, net, shift: np.ndarray):
-    """Start relevance of a vector model: std_k x standardized output k of `net` (which computes
-    f(x) - f(ref), `shift` = f(ref) standardized) on the selected outputs, so relevance is in
-    target units and sums to the selection's prediction - reference; the selection is made on the
-    prediction f(x). The last batch's (B, outputs) selection is left in `start.last`."""
-    import torch
-
+def _vector_weights(lm):
+    """Weights of a vector model's explained outputs: std_k on the selected outputs k, 0 elsewhere
+    (so relevance is in target units and sums to the selection's prediction - reference); the
+    selection is made on the prediction f(x). The last batch's (B, outputs) selection is left in
+    `weights.last`."""
     from molgraph.targets import n_harmonic_modes
 
-    def start(b, graphs):
-        with torch.no_grad():
-            out = net(b.atom_features, b.pair_features, b.atom_mask).double()
-        pred = (out.numpy() + shift) * lm.stds + lm.means
+    def weights(b, graphs, out):
+        pred = out.double().numpy() * lm.stds + lm.means
         n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
         mask = lm.selection.mask(pred, n_values)
-        start.last = mask  # the batch's selection, read by explain_inputs
-        r0 = out * torch.from_numpy(lm.stds) * torch.from_numpy(mask.astype(np.float64))
-        return r0.float()
+        weights.last = mask  # the batch's selection, read by explain_inputs
+        return (lm.stds * mask).astype(np.float32)
 
-    return start
+    return weights
 
 
 def _tqdm(it, progress: bool, **kw):

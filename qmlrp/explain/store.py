@@ -21,7 +21,9 @@ class MoleculeRelevance:
     atom: (n, 21) relevance of every atom feature; pair: (n, n, 13) of every ordered pair's
     features; per_atom: (n,) own features + half of each pair, both orders (sums to the total);
     groups: (12,) per group, `molgraph.GROUP_NAMES` order; prediction, target (NaN without a
-    label), explained (= prediction - training mean), absorbed."""
+    label), explained (= prediction - the reference's prediction), absorbed; contribution: (n,)
+    each atom's relevance at the pooling (the atoms' histograms summed; None in files from before
+    it was stored), which sums to explained minus what the head absorbs."""
 
     id: str
     n_atoms: int
@@ -34,6 +36,7 @@ class MoleculeRelevance:
     explained: float
     absorbed: float
     elements: tuple[str, ...] = ()
+    contribution: np.ndarray | None = None
 
     @property
     def total(self) -> float:
@@ -64,6 +67,7 @@ class RelevanceSet:
     absorbed: np.ndarray
     elements: np.ndarray
     meta: dict = field(default_factory=dict)
+    atom_contribution: np.ndarray | None = None  # (sum n,) per atom at the pooling; None in older files
     _index: dict | None = None
 
     def __len__(self) -> int:
@@ -91,6 +95,7 @@ class RelevanceSet:
             str(self.ids[m]), n, self.atom_relevance[s:e], self.pair_relevance[ps:pe].reshape(n, n, N_PAIR_FEATURES),
             self.per_atom[s:e], self.groups[m], float(self.prediction[m]), float(self.target[m]),
             float(self.explained[m]), float(self.absorbed[m]), tuple(str(x) for x in self.elements[s:e]),
+            None if self.atom_contribution is None else self.atom_contribution[s:e],
         )
 
 
@@ -110,6 +115,7 @@ def save_relevance(path: Path, rs: RelevanceSet) -> None:
         groups=rs.groups.astype(np.float64), group_names=np.asarray(_group_names(), dtype=str),
         prediction=rs.prediction, target=rs.target, explained=rs.explained, absorbed=rs.absorbed,
         elements=np.asarray(rs.elements, dtype=str),
+        **({} if rs.atom_contribution is None else {"atom_contribution": rs.atom_contribution.astype(np.float32)}),
     )
 
 
@@ -128,7 +134,7 @@ def load_relevance(directory: str | Path) -> RelevanceSet:
         return RelevanceSet(
             z["ids"], z["n_atoms"], z["offsets"], z["pair_offsets"], z["atom_relevance"], z["pair_relevance"],
             z["per_atom"], z["groups"], z["prediction"], z["target"], z["explained"], z["absorbed"], z["elements"],
-            json.loads(str(z["meta"])),
+            json.loads(str(z["meta"])), z["atom_contribution"] if "atom_contribution" in z.files else None,
         )
 
 

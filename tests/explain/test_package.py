@@ -213,21 +213,58 @@ def _ids_file(tmp_path, ids):
 
 
 def test_a_molecule_at_the_training_mean_keeps_a_finite_relevance_against_the_empty_molecule(model):
-    """The reference is held in the output bias (g = f - f(ref)), so relevance does not depend on
-    where f(x) crosses the training mean. (Starting the unchanged network from f(x) - f(ref)
-    scaled every relevance by (f(x) - f(ref)) / f(x): about 1e6 times too large here.)"""
+    """Against a reference the head is explained by the exact difference rule, so relevance does
+    not depend on where f(x) crosses the training mean. (Starting the whole network from
+    f(x) - f(ref) scaled every relevance by (f(x) - f(ref)) / f(x): about 1e6 times too large here.)"""
     from qmlrp.explain import explain_inputs, qm9_inputs
-    from qmlrp.explain.relevance_pass import output_layer
 
     lm = load_model(model["model"])
     ids = list(model["split"].test[:8])
     inputs = qm9_inputs(ids, "alpha_bohr3", cache_root=model["root"] / "cache", log=lambda m: None, progress=False)
     before = explain_inputs(lm, inputs, "epsilon", progress=False)
     with torch.no_grad():  # move the training mean onto the first molecule's prediction (1e-6 off)
-        output_layer(lm.net).bias -= float((before.prediction[0] - lm.mean) / lm.std) - 1e-6
+        lm.net.head[-1].bias -= float((before.prediction[0] - lm.mean) / lm.std) - 1e-6
     at_mean = explain_inputs(lm, inputs, "epsilon", progress=False)
     assert abs(at_mean.explained[0]) < 1e-4  # the mean reference has (almost) nothing to explain
     empty = explain_inputs(lm, inputs, "epsilon", progress=False, reference="empty")
     scale = np.abs(empty.groups[1:]).max()
     assert np.abs(empty.groups[0]).max() < 10 * scale
     np.testing.assert_allclose(empty.groups.sum(1) + empty.absorbed, empty.explained, rtol=1e-5, atol=1e-3)
+
+
+def test_against_a_reference_the_atom_contributions_add_up_to_the_difference_exactly(model, tmp_path):
+    """float64: the head's difference rule splits f(x) - f(ref) over the pooled vector with
+    nothing absorbed, and the atoms' shares of it add up to the same; the pipeline (float32)
+    stores them per atom."""
+    import copy
+
+    import lrp
+    from molgraph import collate
+    from qmlrp.explain import explain_inputs, qm9_inputs
+
+    lm = load_model(model["model"])
+    ds, ids = model["ds"], list(model["split"].test[:10])
+    net = copy.deepcopy(lm.net).double()
+    b = collate([ds[ds.index_of(i)].with_targets({}) for i in ids])
+    x = (b.atom_features.double(), b.pair_features.double(), b.atom_mask)
+    ref = ds[ds.index_of(ids[-1])]
+    rb = collate([ref.with_targets({})])
+    xr = (rb.atom_features.double(), rb.pair_features.double(), rb.atom_mask)
+    with torch.no_grad():
+        g, g_ref, out = net.pooled(*x), net.pooled(*xr), net(*x)
+        f_empty = net(torch.zeros(1, 1, 21, dtype=torch.float64), torch.zeros(1, 1, 1, 13, dtype=torch.float64),
+                      torch.zeros(1, 1, dtype=torch.bool))
+    for g0, f0 in ((torch.zeros_like(g[:1]), f_empty), (g_ref, net(*xr).detach())):
+        r = lrp.difference_relevance(net.head, g, g0)
+        torch.testing.assert_close(r.sum(1), (out - f0)[:, 0], rtol=1e-10, atol=1e-10)
+    inputs = qm9_inputs(ids, "alpha_bohr3", cache_root=model["root"] / "cache", log=lambda m: None, progress=False)
+    for reference in ("empty", "mean"):
+        rs = explain_inputs(lm, inputs, "epsilon", progress=False, reference=reference)
+        sums = np.array([rs.molecule(k).contribution.sum(dtype=np.float64) for k in range(len(rs))])
+        if reference == "empty":  # nothing absorbed above the pooling
+            np.testing.assert_allclose(sums, rs.explained, rtol=1e-4, atol=1e-4)
+        assert np.abs(sums - rs.explained).max() < np.abs(rs.absorbed).max() + 1e-3
+    from qmlrp.explain.store import load_relevance, save_relevance
+
+    save_relevance(tmp_path / "r.npz", rs)
+    np.testing.assert_allclose(load_relevance(tmp_path / "r.npz").atom_contribution, rs.atom_contribution)

@@ -1,0 +1,59 @@
+"""Table of the alpha hyperparameter search (benchmarks/tune_alpha.sh): per configuration, the
+architecture and schedule that differ from the defaults, epochs run, best validation MAE on fold
+0's validation slice (the selection criterion; no test bin is read), final training loss
+(standardized MSE), seconds per epoch, and whether the run is finished.
+
+    python benchmarks/tune_alpha.py [runs/tune_alpha] [--csv docs/figures/tune_alpha.csv]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+DEFAULTS = {"atom_hidden": 50, "pair_hidden": 50, "n_layers": 2, "readout_hidden": 128, "head_hidden": [128],
+            "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0, "batch_size": 128}
+
+
+def row(d: Path) -> dict | None:
+    hist, cfg_path = d / "history.csv", d / "config.json"
+    if not hist.is_file() or not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    merged = {**cfg["model"], **cfg["train"]}
+    changed = {k: merged[k] for k in DEFAULTS if merged.get(k) != DEFAULTS[k]}
+    rows = list(csv.DictReader(hist.open()))
+    best = min(rows, key=lambda r: float(r["val_mae"]))
+    secs = [float(r["seconds"]) for r in rows]
+    return {"config": d.name, "changed": "; ".join(f"{k}={v}" for k, v in changed.items()) or "(defaults)",
+            "epochs": len(rows), "of": cfg["train"]["epochs"], "best_val_mae": float(best["val_mae"]),
+            "best_epoch": int(best["epoch"]), "last_train_loss": float(rows[-1]["train_loss"]),
+            "s_per_epoch": sum(secs) / len(secs), "finished": (d / "metrics.json").is_file()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("root", nargs="?", default="runs/tune_alpha")
+    p.add_argument("--csv", help="also write the table as CSV here")
+    a = p.parse_args(argv)
+    rows = [r for d in sorted(Path(a.root).iterdir()) if d.is_dir() and (r := row(d))]
+    if not rows:
+        print(f"{a.root}: no configuration has a history.csv yet", file=sys.stderr)
+        return 1
+    print("| config | changed | epochs | best val MAE (bohr^3) | at epoch | last train loss | s/epoch | finished |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in sorted(rows, key=lambda r: r["best_val_mae"]):
+        print(f"| {r['config']} | {r['changed']} | {r['epochs']}/{r['of']} | {r['best_val_mae']:.4f} | {r['best_epoch']} "
+              f"| {r['last_train_loss']:.5f} | {r['s_per_epoch']:.1f} | {'yes' if r['finished'] else 'no'} |")
+    if a.csv:
+        with open(a.csv, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
