@@ -12,6 +12,8 @@ import numpy as np
 from molgraph.storage import atomic_write_text
 
 from .model import WeaveConfig
+from .domain import DOMAIN_FILE
+from .domain import record as record_domain
 from .training import TrainConfig, Trainer
 
 
@@ -53,6 +55,8 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
                 out_of_time = True
                 continue
             trainer.evaluate(ds.subset(sp.test))
+        if f in wanted and not out_of_time and not (fold_dir / DOMAIN_FILE).exists():
+            record_domain(fold_dir, ds.subset(sp.train), log=log)  # also for folds finished before domains
         metrics = json.loads((fold_dir / "metrics.json").read_text())
         for t, m in metrics["targets"].items():
             rows.append({"fold": f, "target": t, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],

@@ -430,9 +430,34 @@ class Predictor:
     molecule's frequency set is the first 3N-6 (3N-5 if linear) of them."""
 
     def __init__(self, models: Sequence[nn.Module], targets: Sequence[str], units: dict, n_outputs: int,
-                 device: str = "cpu"):
+                 device: str = "cpu", domains: Sequence | None = None):
         self.models, self.targets, self.units = list(models), tuple(targets), dict(units)
         self.n_outputs, self.device = n_outputs, device
+        self.domains = list(domains) if domains is not None else [None] * len(self.models)
+
+    @property
+    def has_domain(self) -> bool:
+        return any(d is not None for d in self.domains)
+
+    def check_domain(self, graphs) -> list | None:
+        """Per MolGraph a `gcnn.domain.Verdict` (inside or not, score, reasons), combined over the
+        members that have a recorded domain; None when no member has one."""
+        from molgraph import collate
+        from molgraph.features import ATOM_FEATURES, PAIR_FEATURES
+
+        from .domain import combine
+
+        if not self.has_domain or not graphs:
+            return None
+        b = collate([g.with_targets({}) for g in graphs]).to(self.device)
+        per = []
+        for m, d in zip(self.models, self.domains):
+            if d is None:
+                continue
+            with torch.no_grad():
+                pooled = m.model.pooled(b.atom_features, b.pair_features, b.atom_mask).double().cpu().numpy()
+            per.append(d.check(graphs, pooled, ATOM_FEATURES, PAIR_FEATURES))
+        return combine(per)
 
     @property
     def is_vector(self) -> bool:
@@ -460,7 +485,7 @@ class Predictor:
 
 
 CHECKSUMS = "checksums.json"
-_CHECKED_FILES = ("config.json", "weights.pt")
+_CHECKED_FILES = ("config.json", "weights.pt", "domain.npz")  # domain.npz where recorded
 
 
 def write_checksums(model_dir: str | os.PathLike) -> None:
@@ -593,7 +618,10 @@ def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
             raise ValueError(f"{root}: ensemble members predict different targets")
     # members may have different normalization: each undoes its own, outputs are in target units
     models = [_Denormalized(m, cfg["mean"], cfg["std"]).to(device) for m, cfg in loaded]
-    return Predictor(models, cfg0["targets"], cfg0["units"], len(cfg0["mean"]), device)
+    from .domain import Domain
+
+    return Predictor(models, cfg0["targets"], cfg0["units"], len(cfg0["mean"]), device,
+                     domains=[Domain.load(d) for d in dirs])
 
 
 class _Denormalized(nn.Module):

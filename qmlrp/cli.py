@@ -187,6 +187,9 @@ def cmd_train(args) -> int:
               f"resume -> {out}")
         return 0
     metrics = trainer.evaluate(ds.subset(sp.test))
+    from gcnn.domain import record as record_domain
+
+    record_domain(out, ds.subset(train_ids), log=lambda m: print(m, file=sys.stderr))
     m = metrics["targets"][args.target]
     print(f"{args.target}: test MAE {m['mae']:.4f} {m['unit']}, RMSE {m['rmse']:.4f}, R^2 {m['r2']:.4f} "
           f"(n_train {metrics['n_train']}, n_test {metrics['n_test']}) -> {out}")
@@ -332,8 +335,10 @@ def cmd_predict(args) -> int:
                 failures.append(str(exc))
                 continue
             mean, spread = predictor.predict_graphs([g])
+            verdict = predictor.check_domain([g])
             base = {"source": item.source, "index": item.index, "name": item.name, "formula": item.formula,
-                    "n_models": len(predictor.models)}
+                    "n_models": len(predictor.models),
+                    "domain": None if verdict is None else verdict[0].to_json()}
             if predictor.is_vector:  # a set of values: as many as the molecule has (3N-6, or 3N-5 if linear)
                 t = predictor.targets[0]
                 k = _n_modes(item)
@@ -352,13 +357,60 @@ def cmd_predict(args) -> int:
         for r in rows:
             if isinstance(r["prediction"], list):
                 vals = " ".join(f"{v:.1f}" for v in r["prediction"])
-                print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t[{vals}] {r['unit']}")
+                print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t[{vals}] {r['unit']}\t{_domain_text(r)}")
                 continue
             unc = f" +- {r['uncertainty']:.4f}" if r["n_models"] > 1 else ""
-            print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t{r['prediction']:.4f}{unc} {r['unit']}")
+            print(f"{r['source']}\t{r['index']}\t{r['formula']}\t{r['target']}\t{r['prediction']:.4f}{unc} {r['unit']}"
+                  f"\t{_domain_text(r)}")
+    outside = sum(1 for r in rows if r.get("domain") and not r["domain"]["inside"])
+    if outside:
+        print(f"{outside} prediction(s) outside the model's applicability domain (reasons in the last column; "
+              f"such predictions may be far off)", file=sys.stderr)
+    if rows and not predictor.has_domain:
+        print(f"{args.model}: no applicability domain recorded (models from before it was); "
+              f"`qmlrp domain {args.model}` adds one", file=sys.stderr)
     for f in failures:
         print(f"FAILED {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _domain_text(row) -> str:
+    d = row.get("domain")
+    if d is None:
+        return "domain: not recorded"
+    return "inside the domain" if d["inside"] else "OUTSIDE the domain: " + "; ".join(d["reasons"])
+
+
+def cmd_domain(args) -> int:
+    """Record (or rebuild) the applicability domain of a model directory or of every fold model of
+    a cross-validation directory, from each model's training molecules (its split.json)."""
+    import gcnn
+    from gcnn.domain import record as record_domain
+    from molgraph import splits
+
+    root = Path(args.model)
+    dirs = gcnn.model_dirs(root)
+    if not dirs:
+        print(f"qmlrp domain: {root}: no config.json + weights.pt and no fold_*/ model directories", file=sys.stderr)
+        return 2
+    ds = _load(args)
+    for d in dirs:
+        split = d / "split.json" if (d / "split.json").exists() else root / "split.json"
+        if not split.exists():
+            print(f"qmlrp domain: {d}: no split.json here or in {root}; the training molecules are unknown",
+                  file=sys.stderr)
+            return 2
+        sp = splits.load_split(split)
+        if isinstance(sp, splits.KFold):
+            fold = json.loads((d / "config.json").read_text()).get("split", {}).get("fold")
+            if fold is None:
+                print(f"qmlrp domain: {d}: config.json names no fold of the k-fold split {split}", file=sys.stderr)
+                return 2
+            sp = sp.fold(int(fold))
+        present = set(int(i) for i in ds.ids)
+        train = [int(i) for i in sp.train if int(i) in present]
+        record_domain(d, ds.subset(train), max_molecules=args.max_molecules, log=lambda m: print(m, file=sys.stderr))
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -474,6 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.set_defaults(func=cmd_predict)
+
+    dm = sub.add_parser("domain", help="record the applicability domain of a trained model (or of every fold "
+                                       "model) from its training molecules; predict and explain then flag inputs "
+                                       "outside it")
+    dm.add_argument("model", help="model directory, or a folder of fold_*/ models")
+    _dataset_args(dm)
+    dm.add_argument("--max-molecules", type=int, help="fit on a seeded sample of this many training molecules")
+    dm.set_defaults(func=cmd_domain)
 
     cmp_ = sub.add_parser("compare", help="the verdict: group shares of two explain runs side by side, paired tests")
     cmp_.add_argument("dir_a", help="an explain output directory (groups.csv, summary.json), e.g. runs/alpha/explain")

@@ -238,6 +238,12 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     groups = np.zeros((m_count, 12))
     pred, explained, absorbed = np.zeros(m_count), np.zeros(m_count), np.zeros(m_count)
     elements = np.empty(off[-1], dtype="<U2")
+    from gcnn.domain import Domain
+    from molgraph.features import ATOM_FEATURES, PAIR_FEATURES
+
+    domain = Domain.load(lm.model_dir)  # None for models from before domains were recorded
+    domain_score = np.full(m_count, np.nan)
+    outside: dict[str, list[str]] = {}
     for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
                                             progress, reference=ref_pooled):
         ra = e.relevance[0].double() * scale  # (B, N, 21)
@@ -255,6 +261,11 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             contribution[off[i]:off[i + 1]] = ct[j, :k]
             elements[off[i]:off[i + 1]] = graphs[j].elements
         groups[idx] = gs
+        if domain is not None:
+            for j, v in enumerate(domain.check(graphs, e.pooled.double().numpy(), ATOM_FEATURES, PAIR_FEATURES)):
+                domain_score[idx[j]] = v.score
+                if not v.inside:
+                    outside[str(inputs.ids[idx[j]])] = v.reasons
         if lm.is_vector:
             for j, i in enumerate(idx):
                 selected[int(i)] = target.last[j]
@@ -280,6 +291,10 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             "per_atom": "own atom features + half of each pair (i, j) and (j, i)",
             "atom_contribution": "each atom's relevance at the pooling (its histogram's share of the summed "
                                  "histograms the head reads), before the rules below the pooling"}
+    meta["domain"] = None if domain is None else {
+        "threshold": domain.threshold, "n_outside": len(outside), "n_molecules": m_count,
+        "score_quantiles": {q: float(np.nanpercentile(domain_score, q)) for q in (50, 90, 99)} if m_count else {},
+        "outside": outside}
     if not (isinstance(reference, str) and reference == "mean"):
         meta.update({"reference": ref_label,
                      "reference_prediction": ref_value.tolist() if lm.is_vector else float(ref_value[lm.output]),

@@ -48,6 +48,15 @@ def write_report(out: Path, s: dict) -> Path:
     cancel_txt = (f" Cancellation (sum of |group relevance| over |their sum|, 1 = none): median {cq['50']:.3g}, "
                   f"90th percentile {cq['90']:.3g} over the molecules, {can['pooled']:.3g} pooled; shares of "
                   f"|relevance| are dominated by cancelling terms where this is large." if cq else "")
+    dom = s.get("domain")
+    if dom is None:
+        domain_txt = " The model has no recorded applicability domain (<code>qmlrp domain MODEL</code> adds one)."
+    else:
+        first = list(dom["outside"].items())[:3]
+        domain_txt = (f" Applicability domain: {dom['n_outside']} of {dom['n_molecules']} molecules lie outside it"
+                      + (" (e.g. " + "; ".join(f"{_e(k)}: {_e(v[0])}" for k, v in first) + ")" if first else "")
+                      + "; their relevance explains an extrapolation.")
+    cancel_txt += domain_txt
     if ref.get("kind", "mean") != "mean":
         what = ("the molecule with no atoms (the network's constant part)" if ref["kind"] == "empty"
                 else f"the reference {_e(ref.get('label', ''))}")
