@@ -35,8 +35,9 @@ def _load_text(path_or_text: PathOrText) -> tuple[str, str]:
     data = path.read_bytes()
     if b"\x00" in data:
         raise MoleculeError(str(path), None, "not a text file (it holds NUL bytes)")
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not part of the count line
     try:
-        return data.decode("utf-8-sig"), str(path)  # a UTF-8 byte-order mark is not part of the count line
+        return data.decode("utf-8"), str(path)
     except UnicodeDecodeError:
         # not UTF-8: a Latin-1 byte in a comment or name line; coordinates are ASCII either way
         return data.decode("latin-1"), str(path)
@@ -66,7 +67,9 @@ def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | Mo
     """Cut an XYZ text into per-molecule line blocks. Yields (index, lines) or an error; an
     error in the framing (a bad count line) ends the file, since nothing after it can be
     located reliably."""
-    lines = text.splitlines()
+    # only \n, \r\n and \r end a line: str.splitlines would also split at a form feed, \x1c-\x1e or
+    # \x85 (NEL, a Latin-1 byte) inside a comment line and shift every line after it
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     pos, index = 0, 0
     while True:
         while pos < len(lines) and not lines[pos].strip():

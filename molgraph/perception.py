@@ -31,7 +31,7 @@ METHOD_GIVEN, METHOD_TEMPLATE, METHOD_GEOMETRY = "given", "template", "geometry"
 
 def check_species(mol: Molecule, supported: tuple[str, ...], allow_charged: bool, allow_open_shell: bool) -> None:
     """Refuse what the featurizer cannot represent, with a message that says so."""
-    bad = sorted({e for e in mol.elements if e not in supported}, key=lambda e: ATOMIC_NUMBER[e])
+    bad = sorted({e for e in mol.elements if e not in supported}, key=lambda e: (ATOMIC_NUMBER.get(e, 999), e))
     if bad:
         raise mol.error(
             f"unsupported element(s) {', '.join(bad)}: the Molecular Graph featurizer handles "
