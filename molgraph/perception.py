@@ -44,6 +44,12 @@ def check_species(mol: Molecule, supported: tuple[str, ...], allow_charged: bool
         why = (f"an odd number of electrons ({electrons}): a radical, multiplicity at least 2"
                if electrons % 2 else f"{electrons} electrons with multiplicity {mol.multiplicity} (given)")
         raise mol.error(f"open-shell species ({why}) unsupported: the featurizer handles closed-shell molecules")
+    if not allow_open_shell and sorted(mol.elements) == ["O", "O"] and mol.charge == 0:
+        # even-electron and given as a singlet, but its ground state is the triplet X 3Sigma_g- (two
+        # unpaired electrons in the pi* orbitals); a Lewis structure O=O would pass every other check
+        raise mol.error("O2: its ground state is a triplet (X 3Sigma_g-, two unpaired electrons), an open-shell "
+                        "molecule, unsupported: the featurizer handles closed-shell molecules (singlet O2 is an "
+                        "excited state)")
 
 
 def _skeleton(mol: Molecule) -> Chem.RWMol:

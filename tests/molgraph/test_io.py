@@ -30,6 +30,8 @@ CORPUS = {
     "unparsable.sdf": ("read", 0, "unparsable MOL record"),
     "implicit_hydrogens.sdf": ("read", 0, "implicit hydrogens"),
     "flat_2d.sdf": ("read", 0, "2D"),
+    "o2_triplet.xyz": ("featurize", 0, "ground state is a triplet"),
+    "query_atom_second.sdf": ("featurize", 1, "unsupported element(s) *"),
 }
 
 
