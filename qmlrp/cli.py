@@ -318,8 +318,10 @@ def cmd_predict(args) -> int:
     import gcnn
     from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
 
+    from .published import resolve
+
     try:
-        predictor = gcnn.load(args.model)
+        predictor = gcnn.load(resolve(args.model))
     except (FileNotFoundError, ValueError) as exc:
         print(f"qmlrp predict: {exc}", file=sys.stderr)
         return 2
@@ -410,6 +412,36 @@ def cmd_domain(args) -> int:
         present = set(int(i) for i in ds.ids)
         train = [int(i) for i in sp.train if int(i) in present]
         record_domain(d, ds.subset(train), max_molecules=args.max_molecules, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def cmd_models(args) -> int:
+    """The published models: name, target, folds shipped, mean test MAE."""
+    from . import published
+
+    names = published.names()
+    if not names:
+        print("no published models in this installation", file=sys.stderr)
+        return 1
+    for n in names:
+        c = published.card(n)
+        sd = f" +- {c['mae_std']:.4g}" if c.get("mae_std") is not None else ""
+        print(f"{n}\t{c['target']}\t{len(c['folds'])} of {c['k']} fold models\ttest MAE {c['mae_mean']:.4g}{sd} "
+              f"{c['unit']}\t{published.ROOT / n / 'MODEL_CARD.md'}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from . import published
+
+    try:
+        info = published.publish(args.cv_dir, args.name, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp publish: {exc}", file=sys.stderr)
+        return 2
+    where = Path(args.out) / args.name if args.out else published.ROOT / args.name
+    print(f"{args.name}: {len(info['folds'])} fold model(s) of {info['target']}, test MAE {info['mae_mean']:.4g} "
+          f"{info['unit']} -> {where}")
     return 0
 
 
@@ -526,6 +558,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.set_defaults(func=cmd_predict)
+
+    ms = sub.add_parser("models", help="list the published models (qmlrp predict --model NAME)")
+    ms.set_defaults(func=cmd_models)
+    pb = sub.add_parser("publish", help="package the finished fold models of a qmlrp cv directory as a published "
+                                        "model with its card")
+    pb.add_argument("cv_dir")
+    pb.add_argument("--name", required=True, help="e.g. qm9-alpha")
+    pb.add_argument("--out", help="folder to write NAME/ into (default: the installed package's published models)")
+    pb.set_defaults(func=cmd_publish)
 
     dm = sub.add_parser("domain", help="record the applicability domain of a trained model (or of every fold "
                                        "model) from its training molecules; predict and explain then flag inputs "

@@ -93,8 +93,11 @@ def member_dirs(models: str | Path) -> list[Path]:
 
 
 def resolve_model_dir(model: str | Path, fold: int | None = None) -> tuple[Path, str]:
-    """A model directory, or the fold to use from a CV directory of fold_*/ models."""
-    root = Path(model)
+    """A model directory, or the fold to use from a CV directory of fold_*/ models (or a published
+    model's name, `qmlrp models`)."""
+    from ..published import resolve
+
+    root = resolve(model)
     folds = member_dirs(root)
     if folds == [root]:
         if fold is not None:

@@ -1,0 +1,140 @@
+"""The trained models that ship with qmlrp (issue 11: Faber et al. never published theirs).
+
+Each published model is a folder of this package, `<name>/`, with the finished fold models of
+one target's 10-fold cross-validation on all of QM9 (`fold_K/`: config.json, weights.pt,
+checksums.json, metrics.json, domain.npz; loaded weights-only, checksums verified), `card.json`
+(what, how, figures) and `MODEL_CARD.md`. `qmlrp predict --model qm9-alpha mol.xyz` resolves the
+name here; with several folds the prediction is the ensemble mean and the uncertainty its spread.
+`qmlrp models` lists them; `qmlrp publish CV_DIR --name NAME` (re)builds one from a
+cross-validation directory.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).parent
+FOLD_FILES = ("config.json", "weights.pt", "checksums.json", "metrics.json", "domain.npz")
+
+
+def names() -> list[str]:
+    return sorted(p.name for p in ROOT.iterdir() if (p / "card.json").is_file())
+
+
+def card(name: str) -> dict:
+    path = ROOT / name / "card.json"
+    if not path.is_file():
+        raise KeyError(name)
+    return json.loads(path.read_text())
+
+
+def resolve(model: str | Path) -> Path:
+    """A model argument -> a directory: an existing path as it is, else a published name."""
+    p = Path(model)
+    if p.exists():
+        return p
+    if str(model) in names():
+        return ROOT / str(model)
+    known = ", ".join(names()) or "none"
+    raise FileNotFoundError(f"{model}: no such model directory, and not a published model (published: {known}; "
+                            f"`qmlrp models` lists them)")
+
+
+def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, command: str = "") -> dict:
+    """Copy the finished folds of a `qmlrp cv` directory (metrics.json and domain.npz present) into
+    `<out_root or this package>/<name>/` and write its card. Returns the card."""
+    from gcnn import load
+
+    cv_dir = Path(cv_dir)
+    dest = Path(out_root) / name if out_root else ROOT / name
+    folds = sorted((d for d in cv_dir.glob("fold_*") if (d / "metrics.json").is_file()),
+                   key=lambda d: int(d.name.split("_")[1]))
+    missing = [d.name for d in folds if not (d / "domain.npz").is_file()]
+    if missing:
+        raise ValueError(f"{cv_dir}: {', '.join(missing)} have no applicability domain; run `qmlrp domain {cv_dir}` first")
+    if not folds:
+        raise ValueError(f"{cv_dir}: no finished fold (fold_*/metrics.json)")
+    load(cv_dir)  # every member loads, checksums verified, before anything is copied
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    rows = []
+    for d in folds:
+        (tmp / d.name).mkdir(parents=True)
+        for f in FOLD_FILES:
+            shutil.copy2(d / f, tmp / d.name / f)
+        cfg = json.loads((d / "config.json").read_text())
+        met = json.loads((d / "metrics.json").read_text())
+        hist = (d / "history.csv").read_text().strip().splitlines()[1:] if (d / "history.csv").is_file() else []
+        minutes = sum(float(r.split(",")[4]) for r in hist) / 60 if hist else None
+        for t, m in met["targets"].items():
+            rows.append({"fold": int(d.name.split("_")[1]), "target": t, "unit": m["unit"], "mae": m["mae"],
+                         "rmse": m["rmse"], "r2": m["r2"], "n_train": met["n_train"], "n_test": met["n_test"],
+                         "epochs": len(hist), "training_minutes": round(minutes, 1) if minutes else None})
+    cfg0 = json.loads((folds[0] / "config.json").read_text())
+    target = cfg0["targets"][0]
+    maes = np.array([r["mae"] for r in rows])
+    info = {
+        "name": name, "target": target, "unit": cfg0["units"][target], "folds": [r["fold"] for r in rows],
+        "k": cfg0["split"].get("k"), "split": {k: cfg0["split"][k] for k in ("kfold_digest", "source", "source_checksum")
+                                              if k in cfg0["split"]},
+        "inputs": cfg0.get("inputs"), "model": cfg0["model"], "train": cfg0["train"], "per_fold": rows,
+        "mae_mean": float(maes.mean()), "mae_std": float(maes.std(ddof=1)) if len(maes) > 1 else None,
+        "command": command or f"qmlrp cv --target {target} --folds {cfg0['split'].get('k')} --epochs "
+                              f"{cfg0['train']['epochs']} --batch-size {cfg0['train']['batch_size']} --out {cv_dir}",
+    }
+    (tmp / "card.json").write_text(json.dumps(info, indent=2))
+    (tmp / "MODEL_CARD.md").write_text(model_card(info))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return info
+
+
+BARS = {"alpha_bohr3": (0.227, "0.227 bohr^3"), "zpve_ev": (0.00975, "9.75 meV")}  # the proposal's bars
+_LIMITS = ("Intended use: predictions for QM9-like molecules (neutral, closed-shell, H C N O F, up to 9 heavy "
+           "atoms and 29 atoms, near-equilibrium geometries; QM9's level B3LYP/6-31G(2df,p)), and as a subject of "
+           "explanation (`qmlrp explain --model NAME`). Every prediction carries an applicability-domain verdict; "
+           "outside it (1 % of QM9's own test molecules, every molecule of another kind) the error is larger and "
+           "unbounded. The ensemble spread of the fold models is a measure of disagreement, not a calibrated "
+           "error bar. Geometries matter: the model reads 3D distances, so a crude or unrelaxed geometry changes "
+           "the prediction.")
+
+
+def model_card(info: dict) -> str:
+    unit = info["unit"]
+    n = len(info["per_fold"])
+    lines = [f"# {info['name']}: {info['target']} ({unit})\n\n",
+             f"A weave network (Molecular Graph input; the Faber-like configuration of qmlrp's `gcnn.WeaveNet`) "
+             f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
+             f"ship here" + (" (the rest are still training; the ensemble grows as they finish)." if n < (info["k"] or n)
+                             else "."),
+             "\n\n## Data and split\n\n",
+             f"QM9 from the `qm9pack` wheel (source checksum `{(info.get('inputs') or {}).get('source_checksum', '?')}`), "
+             f"featurizer `{(info.get('inputs') or {}).get('featurizer_version', '?')}`; k-fold split digest "
+             f"`{info['split'].get('kfold_digest')}` (`qmlrp split --k 10` with seed 0 gives it). Fold K tests on bin K "
+             f"and trains on the rest (10 % of it for validation and early stopping).",
+             "\n\n## How it was trained\n\n", f"`{info['command']}`; model {json.dumps(info['model'])}; "
+             f"training {json.dumps({k: info['train'][k] for k in ('epochs', 'batch_size', 'lr', 'lr_factor', 'lr_patience', 'patience')})}.",
+             "\n\n## Figures (each fold's test bin)\n\n",
+             f"| fold | test MAE ({unit}) | RMSE | R^2 | training molecules | test molecules | epochs | minutes |\n"
+             "|---|---:|---:|---:|---:|---:|---:|---:|\n"]
+    for r in info["per_fold"]:
+        lines.append(f"| {r['fold']} | {r['mae']:.5g} | {r['rmse']:.5g} | {r['r2']:.5f} | {r['n_train']} | {r['n_test']} | "
+                     f"{r['epochs']} | {r['training_minutes']} |\n")
+    sd = f" +- {info['mae_std']:.4g}" if info["mae_std"] is not None else " (one fold: no spread yet)"
+    lines.append(f"\nMean test MAE over the shipped folds: {info['mae_mean']:.5g}{sd} {unit}.")
+    bar = BARS.get(info["target"])
+    if bar:
+        verdict = "meets" if info["mae_mean"] <= bar[0] else "does not meet"
+        lines.append(f" The proposal's reproduction bar is a 10-fold mean MAE <= {bar[1]}; the shipped folds' mean "
+                     f"{verdict} it.")
+    lines.append("\n")
+    lines.append("\n## Intended use and limits\n\n" + _LIMITS + "\n")
+    lines.append("\n## Loading\n\n`gcnn.load(path)` or `qmlrp predict --model NAME`: config.json + weights.pt read with "
+                 "`torch.load(weights_only=True)`, domain.npz with `allow_pickle=False`; a file that does not match "
+                 "checksums.json is refused with the reason.\n")
+    return "".join(lines)

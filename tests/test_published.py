@@ -1,0 +1,54 @@
+"""Published models: they ship with the package, `qmlrp models` lists them, `qmlrp predict --model
+NAME` works from the name alone, `qmlrp publish` builds one from a cv directory, and a published
+model whose files were changed is refused."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import gcnn
+from molgraph import qm9
+from qmlrp import published
+from qmlrp.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_the_shipped_models_are_listed_and_predict_from_their_names(capsys):
+    assert {"qm9-alpha", "qm9-zpve"} <= set(published.names())
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "qm9-alpha\talpha_bohr3" in out and "qm9-zpve\tzpve_ev" in out
+    for name, target, truth, tol in (("qm9-alpha", "alpha_bohr3", 28.13, 3.0), ("qm9-zpve", "zpve_ev", 2.164, 0.1)):
+        card = published.card(name)
+        assert card["target"] == target and card["k"] == 10 and card["folds"] and card["split"]["kfold_digest"]
+        assert (published.ROOT / name / "MODEL_CARD.md").read_text().startswith(f"# {name}")
+        assert main(["predict", "--model", name, str(DATA / "ethanol.sdf"), "--json"]) == 0
+        row = json.loads(capsys.readouterr().out)["predictions"][0]
+        assert row["target"] == target and abs(row["prediction"] - truth) < tol  # QM9's ethanol (id 15)
+        assert row["domain"] is not None and row["n_models"] == len(card["folds"])
+    assert main(["predict", "--model", "qm9-nothing", str(DATA / "ethanol.sdf")]) == 2
+    assert "not a published model" in capsys.readouterr().err
+
+
+def test_publish_builds_a_model_with_its_card_and_changed_files_are_refused(tmp_path, capsys):
+    torch.set_num_threads(1)
+    ds = qm9.load(ids=range(1, 61), cache_root=tmp_path / "cache", workers=1, progress=False, log=lambda m: None)
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16)
+    gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, folds=[0, 1], log=lambda m: None, progress=False,
+                        model_config=gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,)))
+    assert main(["publish", str(tmp_path / "cv"), "--name", "tiny", "--out", str(tmp_path / "pub")]) == 0
+    card = json.loads((tmp_path / "pub" / "tiny" / "card.json").read_text())
+    assert card["folds"] == [0, 1] and card["mae_std"] is not None and len(card["per_fold"]) == 2
+    assert "2 of 3 fold models ship here" in (tmp_path / "pub" / "tiny" / "MODEL_CARD.md").read_text()
+    assert len(gcnn.load(tmp_path / "pub" / "tiny").models) == 2
+    w = tmp_path / "pub" / "tiny" / "fold_1" / "weights.pt"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ValueError, match="checksum|weights"):
+        gcnn.load(tmp_path / "pub" / "tiny")
+    shutil.rmtree(tmp_path / "cv" / "fold_1")
+    (tmp_path / "cv" / "fold_0" / "domain.npz").unlink()
+    assert main(["publish", str(tmp_path / "cv"), "--name", "tiny", "--out", str(tmp_path / "pub")]) == 2
+    assert "no applicability domain" in capsys.readouterr().err
