@@ -133,6 +133,36 @@ def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
     }
 
 
+def published_on(test) -> list[dict]:
+    """What the published full-QM9 models (`qmlrp models`) predict for the quickstart's test
+    molecules: MAE where the published fold model never saw the molecule (its test bin) and,
+    apart, where it trained on it (not a test), with the applicability-domain flags."""
+    import gcnn
+
+    from . import published
+
+    rows = []
+    ids = [int(i) for i in test.ids]
+    for name in published.names():
+        c = published.card(name)
+        if c["target"] not in test.manifest["scalar_targets"]:
+            continue
+        pred = gcnn.load(published.ROOT / name)
+        graphs = [test[i] for i in range(len(test))]
+        yhat = pred.predict_graphs(graphs)[0][:, 0]
+        y = np.asarray(test.target(c["target"]), dtype=np.float64)
+        never = published.unseen(name, ids).all(1)  # no shipped fold model trained on it
+        verdicts = pred.check_domain(graphs) or []
+        err = np.abs(yhat - y)
+        rows.append({"name": name, "target": c["target"], "unit": c["unit"], "folds": len(c["folds"]),
+                     "n": len(ids), "n_unseen": int(never.sum()),
+                     "mae_unseen": float(err[never].mean()) if never.any() else None,
+                     "mae_seen": float(err[~never].mean()) if (~never).any() else None,
+                     "n_outside_domain": int(sum(not v.inside for v in verdicts)),
+                     "published_mae": c["mae_mean"]})
+    return rows
+
+
 def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=None, epochs: int = 30) -> int:
     from molgraph import qm9, splits
     from molgraph.storage import atomic_write_json, atomic_write_text
@@ -156,6 +186,11 @@ def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=N
     explain_run(out / model_info["model_dir"], out / "explain", ids_file=str(out / "test_ids.txt"), heatmaps=6, faithfulness=100,
                 cache_root=cache_root, progress=False, log=lambda m: print(f"      {m}"))
     model_info["explain_report"] = "explain/report.html"
+    print("      the published full-QM9 models (qmlrp models) on the same test molecules")
+    model_info["published"] = published_on(ds.subset(kf.fold(0).test))
+    for r in model_info["published"]:
+        print(f"      {r['name']}: MAE {r['mae_unseen']:.4g} {r['unit']} on the {r['n_unseen']} test molecules it never saw"
+              if r["mae_unseen"] is not None else f"      {r['name']}: every test molecule was in its training set")
     print("[4/5] measuring feature groups and targets")
     groups = feature_group_activity(ds)
     alpha, zpve = ds.target("alpha_bohr3"), ds.target("zpve_ev")
@@ -177,6 +212,14 @@ def run(out: Path, sample: int = 2000, seed: int = 0, cache_root=None, workers=N
     )
     model_rows = "".join(f"<tr><td>{n}</td><td>{v['mean']:+.4f}</td><td>{v['share']:.3f}</td></tr>"
                          for n, v in model_info["groups"].items())
+    def _fmt(v):
+        return "n/a" if v is None else f"{v:.4g}"
+
+    pub_rows = "".join(
+        f"<tr><td>{html.escape(r['name'])}</td><td>{r['target']}</td><td>{r['folds']}</td><td>{r['n_unseen']} of {r['n']}</td>"
+        f"<td>{_fmt(r['mae_unseen'])} {r['unit']}</td><td>{_fmt(r['mae_seen'])} {r['unit']}</td>"
+        f"<td>{r['n_outside_domain']}</td><td>{_fmt(r['published_mae'])} {r['unit']}</td></tr>"
+        for r in model_info["published"])
     fails = "".join(f"<li>qm9:{f['id']}: {html.escape(f['reason'])}</li>" for f in rep["failures"]) or "<li>none</li>"
     trows = "".join(f"<tr><td>{n}</td><td>{t['mean']:.4f}</td><td>{t['std']:.4f}</td><td>{t['min']:.4f}</td><td>{t['max']:.4f}</td></tr>"
                     for n, t in targets.items())
@@ -205,6 +248,12 @@ absolute relevance. Relevance + absorbed = explained to {model_info['max_conserv
 <p><img src="{model_info['figure']}" alt="group relevance" width="720"></p>
 <p>The same model explained by <code>qmlrp explain</code>: bootstrap confidence intervals, heatmaps of
 typical and extreme molecules, and the faithfulness check: <a href="{model_info['explain_report']}">explain/report.html</a>.</p>
+<h2>The published models on the same molecules</h2>
+<p>The models trained on all of QM9 that ship with qmlrp (<code>qmlrp models</code>; 1 to 10 fold models
+each), predicting this run's test molecules. "Never seen": molecules in the test bin of every shipped
+fold model; the others were in their training data, so their error is not a test.</p>
+<table><tr><th>model</th><th>target</th><th>fold models</th><th>never seen</th><th>MAE, never seen</th>
+<th>MAE, seen in training</th><th>outside the domain</th><th>published test MAE</th></tr>{pub_rows}</table>
 <h2>Targets</h2><table><tr><th>target</th><th>mean</th><th>std</th><th>min</th><th>max</th></tr>{trows}</table>
 <p><img src="{figures[1]}" alt="target distributions" width="900"></p>
 <h2>Split</h2><p>Seeded shuffle into 10 uniform bins: <a href="split_10fold.json">split_10fold.json</a>

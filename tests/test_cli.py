@@ -74,6 +74,11 @@ def test_quickstart_writes_a_report(tmp_path, cache):
                  "model_alpha/config.json", "explain/report.html"):
         assert f'"{link}"' in page and (out / link).exists()
     assert (out / "feature_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pub = {r["name"]: r for r in model["published"]}
+    assert {"qm9-alpha", "qm9-zpve"} <= set(pub) and "The published models on the same molecules" in page
+    for r in pub.values():
+        assert r["n"] == model["n_test"] and 0 <= r["n_unseen"] <= r["n"]
+        assert (r["mae_unseen"] is None) == (r["n_unseen"] == 0)
     explained = json.loads((out / "explain" / "summary.json").read_text())
     assert explained["n_molecules"] == model["n_test"] and list((out / "explain" / "heatmaps").glob("*.svg"))
 

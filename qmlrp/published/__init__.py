@@ -18,6 +18,7 @@ import numpy as np
 
 ROOT = Path(__file__).parent
 FOLD_FILES = ("config.json", "weights.pt", "checksums.json", "metrics.json", "domain.npz")
+SPLIT_FILE = "split_bins.npz"  # the k-fold bins (QM9 ids), to tell which molecules a fold model trained on
 
 
 def names() -> list[str]:
@@ -41,6 +42,15 @@ def resolve(model: str | Path) -> Path:
     known = ", ".join(names()) or "none"
     raise FileNotFoundError(f"{model}: no such model directory, and not a published model (published: {known}; "
                             f"`qmlrp models` lists them)")
+
+
+def unseen(name: str, qm9_ids) -> np.ndarray:
+    """(M, folds) bool: True where fold model f of a published model never saw QM9 id m (it is in
+    bin f, that fold's test bin); False where it trained or validated on it."""
+    with np.load(ROOT / name / SPLIT_FILE, allow_pickle=False) as z:
+        bins = {int(k.split("_")[1]): set(int(i) for i in z[k]) for k in z.files if k.startswith("bin_")}
+    ids = [int(i) for i in qm9_ids]
+    return np.array([[i in bins[f] for f in card(name)["folds"]] for i in ids], dtype=bool).reshape(len(ids), -1)
 
 
 def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, command: str = "") -> dict:
@@ -86,6 +96,11 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
         "command": command or f"qmlrp cv --target {target} --folds {cfg0['split'].get('k')} --epochs "
                               f"{cfg0['train']['epochs']} --batch-size {cfg0['train']['batch_size']} --out {cv_dir}",
     }
+    from molgraph import splits
+
+    kf = splits.load_split(cv_dir / "split.json")
+    np.savez_compressed(tmp / SPLIT_FILE, digest=np.array(kf.digest),
+                        **{f"bin_{i}": np.asarray(b, dtype=np.int32) for i, b in enumerate(kf.bins)})
     (tmp / "card.json").write_text(json.dumps(info, indent=2))
     (tmp / "MODEL_CARD.md").write_text(model_card(info))
     if dest.exists():
