@@ -27,9 +27,11 @@ def row(d: Path) -> dict | None:
     rows = list(csv.DictReader(hist.open()))
     best = min(rows, key=lambda r: float(r["val_mae"]))
     secs = [float(r["seconds"]) for r in rows]
+    best_by = {e: min(float(r["val_mae"]) for r in rows[:e]) if len(rows) >= e else None for e in (10, 20, 30)}
     return {"config": d.name, "changed": "; ".join(f"{k}={v}" for k, v in changed.items()) or "(defaults)",
             "epochs": len(rows), "of": cfg["train"]["epochs"], "best_val_mae": float(best["val_mae"]),
-            "best_epoch": int(best["epoch"]), "last_train_loss": float(rows[-1]["train_loss"]),
+            "best_epoch": int(best["epoch"]), "best_by_10": best_by[10], "best_by_20": best_by[20],
+            "best_by_30": best_by[30], "last_train_loss": float(rows[-1]["train_loss"]),
             "s_per_epoch": sum(secs) / len(secs), "finished": (d / "metrics.json").is_file()}
 
 
@@ -42,11 +44,13 @@ def main(argv=None) -> int:
     if not rows:
         print(f"{a.root}: no configuration has a history.csv yet", file=sys.stderr)
         return 1
-    print("| config | changed | epochs | best val MAE (bohr^3) | at epoch | last train loss | s/epoch | finished |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| config | changed | epochs | best val MAE (bohr^3) | at epoch | best by epoch 10 / 20 / 30 | last train loss "
+          "| s/epoch | finished |")
+    print("|---|---|---:|---:|---:|---|---:|---:|---|")
     for r in sorted(rows, key=lambda r: r["best_val_mae"]):
+        by = " / ".join("-" if r[f"best_by_{e}"] is None else f"{r[f'best_by_{e}']:.3f}" for e in (10, 20, 30))
         print(f"| {r['config']} | {r['changed']} | {r['epochs']}/{r['of']} | {r['best_val_mae']:.4f} | {r['best_epoch']} "
-              f"| {r['last_train_loss']:.5f} | {r['s_per_epoch']:.1f} | {'yes' if r['finished'] else 'no'} |")
+              f"| {by} | {r['last_train_loss']:.5f} | {r['s_per_epoch']:.1f} | {'yes' if r['finished'] else 'no'} |")
     if a.csv:
         with open(a.csv, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
