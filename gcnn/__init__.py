@@ -1,5 +1,7 @@
 """gcnn: weave graph-convolution networks (Kearnes et al. 2016; MG/GC of Faber et al. 2017),
-training with resumable checkpoints, and prediction from a model directory."""
+training with resumable checkpoints, prediction from a model directory, and the applicability
+domain every model directory records (`gcnn.domain`)."""
+from . import domain
 from .model import WeaveConfig, WeaveLayer, WeaveNet
 from .protocol import cross_validate, learning_curve
 from .training import (Predictor, TrainConfig, Trainer, load, model_dirs, read_batch, write_checksums, regression_metrics, size_buckets,
@@ -7,4 +9,5 @@ from .training import (Predictor, TrainConfig, Trainer, load, model_dirs, read_b
 
 __all__ = ["WeaveNet", "WeaveConfig", "WeaveLayer", "Trainer", "TrainConfig", "Predictor", "load",
            "regression_metrics", "size_buckets",
-           "read_batch", "tune_allocator", "model_dirs", "write_checksums", "cross_validate", "learning_curve"]
+           "read_batch", "tune_allocator", "model_dirs", "write_checksums", "cross_validate", "learning_curve",
+           "domain"]

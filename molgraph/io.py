@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .molecule import Molecule, MoleculeError, normalize_symbol
+from .molecule import ATOMIC_NUMBER, Molecule, MoleculeError, normalize_symbol
 
 PathOrText = str | os.PathLike
 
@@ -63,6 +63,18 @@ def _charge_and_multiplicity(comment: str, source: str, index: int) -> tuple[int
     return charge, mult
 
 
+def _looks_like_atom(line: str) -> bool:
+    """'El x y z' with a known element symbol or atomic number and three numbers."""
+    parts = line.split()
+    if len(parts) < 4:
+        return False
+    try:
+        [float(v) for v in parts[1:4]]
+    except ValueError:
+        return False
+    return parts[0].isdigit() or parts[0].capitalize() in ATOMIC_NUMBER
+
+
 def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | MoleculeError]:
     """Cut an XYZ text into per-molecule line blocks. Yields (index, lines) or an error; an
     error in the framing (a bad count line) ends the file, since nothing after it can be
@@ -96,7 +108,13 @@ def _split_blocks(text: str, source: str) -> Iterator[tuple[int, list[str]] | Mo
         tail = lines[pos + 2 + n: pos + 2 + n + extra]
         n_coord = sum(1 for ln in body if ln.strip())
         if len(body) < n or n_coord < n:
-            yield MoleculeError(source, index, f"wrong atom count: header says {n} atoms but {n_coord} coordinate lines follow")
+            if _looks_like_atom(comment) and n_coord == n - 1:
+                yield MoleculeError(source, index, f"line {pos + 2}: the comment line is missing (an XYZ record is the "
+                                                   f"count line, one comment line, then {n} atom lines; line {pos + 2} "
+                                                   f"is an atom line)")
+            else:
+                yield MoleculeError(source, index, f"wrong atom count: header says {n} atoms but {n_coord} coordinate "
+                                                   f"lines follow")
             return
         nxt = pos + 2 + n + extra
         # More coordinate-looking lines right after the block: the count is too small.

@@ -106,6 +106,7 @@ def _train_and_explain(ds, kf, out: Path, seed: int, epochs: int) -> dict:
     trainer.fit(ds.subset(fold.train), ds.subset(fold.val), split_meta={"digest": fold.digest, **fold.meta})
     test = ds.subset(fold.test)
     metrics = trainer.evaluate(test)["targets"]["alpha_bohr3"]
+    gcnn.domain.record(model_dir, ds.subset(fold.train))  # predict/explain then flag molecules unlike these
     predictor = gcnn.load(model_dir)
     net = predictor.models[0].model  # the WeaveNet, standardized output
     from molgraph import GROUP_NAMES

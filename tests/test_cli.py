@@ -69,6 +69,7 @@ def test_quickstart_writes_a_report(tmp_path, cache):
     assert model["n_train"] + model["n_val"] + model["n_test"] == summary["n_molecules"]
     assert model["max_conservation_error"] < 1e-3 and set(model["groups"]) == set(summary["feature_groups"])  # float32
     assert (out / "model_alpha" / "weights.pt").exists() and model["epochs"] == 3
+    assert (out / "model_alpha" / "domain.npz").exists()
     assert abs(sum(g["share"] for g in model["groups"].values()) - 1) < 1e-6
     for link in ("feature_groups.png", "targets.png", "group_relevance.png", "split_10fold.json", "summary.json",
                  "model_alpha/config.json", "explain/report.html"):

@@ -86,7 +86,7 @@ def test_identical_models_give_zero_spread(use_cache, tmp_path):
     _, out, _, all_ids = use_cache
     twin = tmp_path / "twin"
     shutil.copytree(out, twin)
-    for f in ("weights.pt", "config.json", "checksums.json"):
+    for f in ("weights.pt", "config.json", "checksums.json", "domain.npz"):
         shutil.copy(out / "fold_0" / f, twin / "fold_1" / f)
     res, _ = S.study(twin, rules=("epsilon", "weave"), split="outside", max_molecules=15, pool=all_ids,
                      progress=False, log=lambda m: None)

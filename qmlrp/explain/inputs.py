@@ -151,7 +151,9 @@ def file_inputs(paths: Sequence[str]) -> Inputs:
     for path, name in zip(paths, names):
         label = name if names.count(name) == 1 else str(path)
         if not Path(path).is_file():
-            failures.append({"source": str(path), "molecule": None, "error": "no such file"})
+            why = ("is a directory, expected a molecule file (XYZ, SDF or MOL)" if Path(path).is_dir()
+                   else "no such file")
+            failures.append({"source": str(path), "molecule": None, "error": why})
             continue
         for item in iter_molecules(path):
             try:

@@ -31,6 +31,7 @@ CORPUS = {
     "implicit_hydrogens.sdf": ("read", 0, "implicit hydrogens"),
     "flat_2d.sdf": ("read", 0, "2D"),
     "o2_triplet.xyz": ("featurize", 0, "ground state is a triplet"),
+    "no_comment_line.xyz": ("read", 0, "the comment line is missing"),
     "query_atom_second.sdf": ("featurize", 1, "unsupported element(s) *"),
 }
 
