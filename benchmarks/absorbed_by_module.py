@@ -9,7 +9,6 @@ import argparse
 import sys
 from collections import defaultdict
 
-import numpy as np
 
 
 def main(argv=None) -> int:

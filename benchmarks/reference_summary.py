@@ -37,7 +37,7 @@ def main(argv=None) -> int:
             per_mol = np.add.reduceat(rs.atom_contribution.astype(np.float64), rs.offsets[:-1])
             print(f"pooling shares: sum - explained, max |.| {np.abs(per_mol - rs.explained).max():.2e} {unit}, "
                   f"mean {float((per_mol - rs.explained).mean()):.4g}")
-        print(f"| element | atoms | from features: mean (std) | at the pooling: mean (std) |")
+        print("| element | atoms | from features: mean (std) | at the pooling: mean (std) |")
         print("|---|---:|---:|---:|")
         for e in ("H", "C", "N", "O", "F"):
             m = rs.elements == e

@@ -176,7 +176,7 @@ def _reference_of(summary: dict, rs_meta: dict) -> tuple[str, str | None]:
 def run(explain_dir, out=None, schemes: Sequence[str] | None = None, resamples: int = 1000, seed: int = 0,
         min_molecules: int = 20, cache_root=None, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
         progress: bool = True) -> dict:
-    from molgraph import MolecularGraphFeaturizer, iter_molecules, qm9
+    from molgraph import MolecularGraphFeaturizer, iter_molecules
     from molgraph.storage import atomic_write_json, atomic_write_text
 
     from .explain.inputs import find_qm9, split_test_ids
@@ -405,7 +405,7 @@ def add_parser(sub) -> None:
 
 def _cmd(args) -> int:
     try:
-        result = run(args.explain_dir, args.out, args.scheme, args.bootstrap, args.seed, args.min_molecules,
+        run(args.explain_dir, args.out, args.scheme, args.bootstrap, args.seed, args.min_molecules,
                      args.cache_dir, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"qmlrp additive: {exc}", file=sys.stderr)

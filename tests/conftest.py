@@ -70,3 +70,33 @@ def imports_outside(package_root, allowed=("torch", "__future__")) -> list[str]:
                 continue
             bad += [f"{path.name} imports {n}" for n in names if n.split(".")[0] not in ok]
     return bad
+
+
+TINY = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))  # a weave net that trains in seconds
+
+
+def train_tiny(out, train, val, target: str = "alpha_bohr3", epochs: int = 1, split=None):
+    """A tiny WeaveNet trained on `train` (validation `val`) into `out`; with a split, its digest
+    goes into the config and split.json next to it (what explain and additive read)."""
+    import gcnn
+
+    gcnn.Trainer(out, gcnn.WeaveConfig(**TINY), gcnn.TrainConfig(targets=(target,), epochs=epochs, batch_size=16, seed=0),
+                 log=lambda m: None, progress=False).fit(
+        train, val, split_meta=None if split is None else {"digest": split.digest, **split.meta})
+    if split is not None:
+        split.save(out / "split.json")
+    return out
+
+
+def tiny_qm9_model(root, n: int = 100, val: float = 0.2, test: float = 0.3, epochs: int = 1):
+    """(dataset of QM9 ids 1..n cached under root/cache, its seeded split, a tiny alpha model on it
+    in root/model with split.json): the fixture of the explain-level tests."""
+    import torch
+
+    from molgraph import qm9, splits
+
+    torch.set_num_threads(1)
+    ds = qm9.load(ids=range(1, n + 1), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
+    sp = splits.train_val_test(ds.ids, val=val, test=test, seed=0, source="qm9pack",
+                               source_checksum=ds.manifest["source_checksum"])
+    return ds, sp, train_tiny(root / "model", ds.subset(sp.train), ds.subset(sp.val), epochs=epochs, split=sp)

@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-import gcnn
 from molgraph import additive as am
-from molgraph import qm9, splits
 from qmlrp.additive import compare_additive, unit_relevance
 from qmlrp.cli import main
+
+from .conftest import tiny_qm9_model
 
 
 def test_bond_relevance_splits_each_atom_over_its_bonds_and_keeps_the_total():
@@ -44,19 +43,11 @@ def test_an_exactly_additive_relevance_is_read_back_as_the_additive_model():
     c2 = compare_additive(model, labels, [r - 1.0 for r in rel], y, y, None, resamples=20, seed=0)
     np.testing.assert_allclose([t["implied"] for t in c2["types"]], a - 1.0, rtol=1e-9)
 
+
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("add")
-    ds = qm9.load(ids=range(1, 121), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
-    sp = splits.train_val_test(ds.ids, val=0.15, test=0.25, seed=0, source="qm9pack",
-                               source_checksum=ds.manifest["source_checksum"])
-    model = root / "model"
-    gcnn.Trainer(model, gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,)),
-                 gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=2, batch_size=16, seed=0),
-                 log=lambda m: None, progress=False).fit(ds.subset(sp.train), ds.subset(sp.val),
-                                                         split_meta={"digest": sp.digest, **sp.meta})
-    sp.save(model / "split.json")
+    _, _, model = tiny_qm9_model(root, n=120, val=0.15, test=0.25, epochs=2)
     out = root / "explain"
     assert main(["explain", "--model", str(model), "--split", "test", "--reference", "empty",
                  "--cache-dir", str(root / "cache"), "--out", str(out), "--heatmaps", "0",

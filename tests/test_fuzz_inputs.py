@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from qmlrp.cli import main
 
+from .conftest import train_tiny
+
 DATA = Path(__file__).parent / "data"
 METHANE = "5\nmethane\nC 0.0 0.0 0.0\nH 0.629 0.629 0.629\nH -0.629 -0.629 0.629\nH -0.629 0.629 -0.629\nH 0.629 -0.629 -0.629\n"
 
@@ -96,10 +98,7 @@ def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("fzmodel")
     ds = qm9.load(ids=range(1, 61), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
     ids = [int(i) for i in ds.ids]
-    out = root / "model"
-    gcnn.Trainer(out, gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,)),
-                 gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=1, batch_size=16), log=lambda m: None,
-                 progress=False).fit(ds.subset(ids[:50]), ds.subset(ids[50:]))
+    out = train_tiny(root / "model", ds.subset(ids[:50]), ds.subset(ids[50:]))
     gcnn.domain.record(out, ds.subset(ids[:50]))
     return out
 

@@ -76,7 +76,6 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
         (tmp / d.name).mkdir(parents=True)
         for f in FOLD_FILES:
             shutil.copy2(d / f, tmp / d.name / f)
-        cfg = json.loads((d / "config.json").read_text())
         met = json.loads((d / "metrics.json").read_text())
         hist = (d / "history.csv").read_text().strip().splitlines()[1:] if (d / "history.csv").is_file() else []
         minutes = sum(float(r.split(",")[4]) for r in hist) / 60 if hist else None

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import gcnn
-from molgraph import qm9, splits
 from molgraph.splits import read_ids
 from qmlrp import stability
 from qmlrp.cli import main
 from qmlrp.explain import load_model, load_relevance, member_dirs, resolve_model_dir
+
+from ..conftest import tiny_qm9_model
 
 SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
 LABELS = Path(__file__).parent.parent.parent / "data" / "labels" / "beta-b3lyp-6-31g2dfp"
@@ -22,16 +23,8 @@ LABELS = Path(__file__).parent.parent.parent / "data" / "labels" / "beta-b3lyp-6
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pkg")
-    ds = qm9.load(ids=range(1, 101), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
-    sp = splits.train_val_test(ds.ids, val=0.2, test=0.3, seed=0, source="qm9pack",
-                               source_checksum=ds.manifest["source_checksum"])
-    out = root / "model"
-    cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=1, batch_size=16, seed=0)
-    gcnn.Trainer(out, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False).fit(
-        ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
-    sp.save(out / "split.json")
+    ds, sp, out = tiny_qm9_model(root)
     return {"root": root, "ds": ds, "split": sp, "model": out}
 
 

@@ -10,12 +10,9 @@ import torch
 import gcnn
 from gcnn.domain import DOMAIN_FILE, Domain
 from molgraph import MolecularGraphFeaturizer, Molecule, qm9
-from molgraph.features import ATOM_FEATURES, PAIR_FEATURES
 from qmlrp.cli import main
 
-from ..conftest import embed
-
-SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
+from ..conftest import embed, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +22,7 @@ def trained(tmp_path_factory):
     ds = qm9.load(ids=range(1, 161), cache_root=root / "cache", workers=1, progress=False, log=lambda m: None)
     no_f = [int(i) for i in ds.ids if "F" not in ds[ds.index_of(int(i))].elements]
     train = ds.subset(no_f[:120])
-    out = root / "model"
-    gcnn.Trainer(out, gcnn.WeaveConfig(**SMALL), gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=1, batch_size=16),
-                 log=lambda m: None, progress=False).fit(train, ds.subset(no_f[120:140]))
+    out = train_tiny(root / "model", train, ds.subset(no_f[120:140]))
     gcnn.domain.record(out, train)
     return out, train
 
