@@ -180,15 +180,6 @@ def _ranges(kind: str, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, names: Seq
     return out
 
 
-def pooled_vectors(net: torch.nn.Module, batches) -> np.ndarray:
-    """(M, D) pooled vectors of the molecules of `batches` (an iterable of collated batches)."""
-    out = []
-    with torch.no_grad():
-        for b in batches:
-            out.append(net.pooled(b.atom_features, b.pair_features, b.atom_mask).double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
-
-
 def fit(net: torch.nn.Module, train_ds, components: int = 32, batch_size: int = 256, max_molecules: int | None = None,
         seed: int = 0) -> Domain:
     """The applicability domain of `net` from its training set (a `molgraph.qm9.QM9Dataset` or
