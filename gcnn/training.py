@@ -45,9 +45,18 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     vector_length: int = 81  # outputs for a vector target (81: the most harmonic modes in QM9)
+    set_layout: str = "ascending"  # how a vector target's sorted set sits on the outputs (gcnn.sets)
+    loss: str = "mse"  # mse or l1, on the standardized outputs
 
     def __post_init__(self):
         from molgraph import TARGETS
+
+        from .sets import LAYOUTS
+
+        if self.set_layout not in LAYOUTS:
+            raise ValueError(f"unknown set layout {self.set_layout!r}; valid: {', '.join(LAYOUTS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
 
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -68,6 +77,22 @@ class TrainConfig:
     @property
     def n_outputs(self) -> int:
         return self.vector_length if self.is_vector else len(self.targets)
+
+    @property
+    def layout(self):
+        """The `gcnn.sets.SetLayout` of a vector target (None for scalars)."""
+        from .sets import SetLayout
+
+        return SetLayout(self.set_layout, self.vector_length) if self.is_vector else None
+
+    def to_json(self) -> dict:
+        """The settings as saved in config.json and checkpoints; settings at their values from
+        before they existed are left out, so earlier runs resume unchanged."""
+        d = asdict(self)
+        for key, old in (("set_layout", "ascending"), ("loss", "mse")):
+            if d[key] == old:
+                d.pop(key)
+        return d
 
 
 def size_buckets(n_atoms: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -118,35 +143,88 @@ def batches_in_order(n: int, batch_size: int) -> list[np.ndarray]:
 
 
 def _targets(batch, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values (B, outputs), mask (B, outputs)) of a batch; a vector target is padded to
-    config.vector_length and masked."""
+    """(values (B, outputs), mask (B, outputs)) of a batch; a vector target's sorted set is laid
+    out on the outputs by config.layout and masked."""
     if not config.is_vector:
         y = torch.stack([batch.targets[t].float() for t in config.targets], dim=1)  # (B, T)
         return y, torch.isfinite(y)
-    t = config.targets[0]
-    v, m = batch.targets[t].float(), batch.target_masks[t]  # (B, K)
-    if v.shape[1] > config.vector_length:
-        raise ValueError(f"{t} has {v.shape[1]} values, more than vector_length={config.vector_length}")
-    y = torch.zeros(v.shape[0], config.vector_length, device=v.device)
-    mask = torch.zeros(v.shape[0], config.vector_length, dtype=torch.bool, device=v.device)
-    y[:, : v.shape[1]] = torch.nan_to_num(v)
-    mask[:, : v.shape[1]] = m
+    from .sets import hydrogen_counts
+
+    t, layout = config.targets[0], config.layout
+    v, m = batch.targets[t].float(), batch.target_masks[t]  # (B, K), ascending
+    n_h = hydrogen_counts(batch.atom_features, batch.atom_mask)
+    layout.check(m.sum(1).cpu().numpy(), n_h.cpu().numpy(), batch.names)
+    return layout.encode(torch.nan_to_num(v), m, n_h)
+
+
+def sorted_sets(ds, target: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values (M, length) float64 ascending, mask (M, length)) of a vector target over a dataset."""
+    y, mask = np.zeros((len(ds), length)), np.zeros((len(ds), length), dtype=bool)
+    for i in range(len(ds)):
+        v = np.sort(ds.target_value(i, target).numpy())
+        if v.size > length:
+            raise ValueError(f"qm9:{int(ds.ids[i])}: {target} has {v.size} values, more than vector_length={length}")
+        y[i, : v.size], mask[i, : v.size] = v, True
     return y, mask
 
 
 def target_matrix(ds, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(values (M, outputs) float64, mask (M, outputs) bool) for a whole dataset."""
+    """(values (M, outputs) float64, mask (M, outputs) bool) for a whole dataset, a vector
+    target laid out on the outputs as in training."""
     if not config.is_vector:
         y = np.stack([ds.target(t) for t in config.targets], 1)
         return y, np.isfinite(y)
-    t, k = config.targets[0], config.vector_length
-    y, mask = np.zeros((len(ds), k)), np.zeros((len(ds), k), dtype=bool)
-    for i in range(len(ds)):
-        v = ds.target_value(i, t).numpy()
-        if v.size > k:
-            raise ValueError(f"qm9:{int(ds.ids[i])}: {t} has {v.size} values, more than vector_length={k}")
-        y[i, : v.size], mask[i, : v.size] = v, True
-    return y, mask
+    y, mask = sorted_sets(ds, config.targets[0], config.vector_length)
+    n_h = ds.n_hydrogens
+    config.layout.check(mask.sum(1), n_h, [f"qm9:{int(q)}" for q in ds.ids])
+    return config.layout.encode_np(y, mask, n_h)
+
+
+def set_errors(pred: np.ndarray, ds, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vector target: (predicted sets, true sets, mask), each (M, length) ascending: the
+    molecule's own outputs read back and sorted (`SetLayout.decode`), so |pred - true| over the
+    mask is the sorted-set (optimal-transport) error."""
+    true, mask = sorted_sets(ds, config.targets[0], config.vector_length)
+    sets, _ = config.layout.decode_np(pred, mask.sum(1), ds.n_hydrogens)
+    return np.where(mask, sets, 0.0), true, mask
+
+
+CM1_TO_EV = 1.239841984e-4  # 1 cm^-1 in eV (h c)
+
+
+def set_metrics(sets: np.ndarray, true: np.ndarray, mask: np.ndarray, ds=None) -> dict:
+    """What a spectroscopist reads from predicted frequency sets (cm^-1), beside the MAE over
+    all sorted modes: the MAE per spectral region (by the true value), of the highest mode
+    omega_1, per molecule, and the ZPVE recomputed from the set (0.5 sum) against QM9's ZPVE
+    (and, as the floor, QM9's own set against it) when `ds` has zpve_ev."""
+    from .sets import REGION_NAMES, regions_of
+
+    err = np.abs(sets - true)
+    reg = regions_of(true)
+    n = mask.sum(1)
+    rows = np.arange(len(n))[n > 0]
+    top = n[n > 0] - 1
+    out = {"per_region": {name: {"n_values": int((mask & (reg == r)).sum()),
+                                 "mae": float(err[mask & (reg == r)].mean()) if (mask & (reg == r)).any() else None}
+                          for r, name in enumerate(REGION_NAMES)},
+           "omega_1_mae": float(err[rows, top].mean()) if len(rows) else None,
+           "per_molecule_mae_median": float(np.median(err.sum(1)[rows] / n[rows])) if len(rows) else None}
+    if ds is not None and hasattr(ds, "_scalar_col") and "zpve_ev" in ds._scalar_col:
+        z = np.asarray(ds.with_targets(()).target("zpve_ev"), dtype=np.float64)
+        zp = 0.5 * np.where(mask, sets, 0).sum(1) * CM1_TO_EV
+        zt = 0.5 * np.where(mask, true, 0).sum(1) * CM1_TO_EV
+        out["zpve_from_set_mae_ev"] = float(np.abs(zp - z)[rows].mean()) if len(rows) else None
+        out["zpve_from_true_set_mae_ev"] = float(np.abs(zt - z)[rows].mean()) if len(rows) else None
+    return out
+
+
+LOSSES = ("mse", "l1")
+
+
+def masked_loss(kind: str, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if kind == "l1":
+        return torch.where(mask, pred - y, 0.0).abs().sum() / mask.to(pred.dtype).sum().clamp(min=1)
+    return masked_mse(pred, y, mask)
 
 
 def masked_mse(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -238,6 +316,9 @@ class Trainer:
         std = np.sqrt(np.where(ymask, (y - mean) ** 2, 0).sum(0) / count)
         std[std == 0] = 1.0
         val_true, val_mask = target_matrix(val_ds, c)
+        if c.is_vector:  # validation: the sorted-set error of the decoded prediction
+            val_sets, val_mask = sorted_sets(val_ds, c.targets[0], c.vector_length)
+            val_true, val_nh = val_sets, val_ds.n_hydrogens
         torch.manual_seed(c.seed)
         rank, world = _distributed()
         if world > 1 and device.type == "cuda":
@@ -306,7 +387,7 @@ class Trainer:
                 yt = (y_b - mean_t) / std_t
                 with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
                     pred = model(b.atom_features, b.pair_features, b.atom_mask)
-                    loss = masked_mse(pred.float(), yt, m_b)
+                    loss = masked_loss(c.loss, pred.float(), yt, m_b)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -316,6 +397,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
             train_seconds = time.time() - t0
             val_pred = predict_dataset(net, val_ds, device=str(device)) * std + mean  # identical on every rank
+            if c.is_vector:
+                val_pred = np.nan_to_num(c.layout.decode_np(val_pred, val_mask.sum(1), val_nh)[0])
             val_mae = float(np.abs(val_pred - val_true)[val_mask].mean())
             sched.step(val_mae)
             state["epoch"] += 1
@@ -365,12 +448,13 @@ class Trainer:
         pred_model = load(self.out, device=device or self.config.device)
         pred = pred_model.predict_dataset(test_ds)
         metrics = {"n_train": self._cfg()["n_train"], "n_val": self._cfg()["n_val"], "n_test": len(test_ds), "targets": {}}
-        true, mask = target_matrix(test_ds, self.config)
-        if self.config.is_vector:  # one target, metrics over every real value
+        if self.config.is_vector:  # one target, metrics over every real value of the sorted sets
             t = self.config.targets[0]
+            sets, true, mask = set_errors(pred, test_ds, self.config)
             metrics["targets"][t] = {"unit": TARGETS[t].unit, "n_values": int(mask.sum()),
-                                     **regression_metrics(pred[mask], true[mask])}
+                                     **regression_metrics(sets[mask], true[mask]), **set_metrics(sets, true, mask, test_ds)}
         else:
+            true, mask = target_matrix(test_ds, self.config)
             for k, t in enumerate(self.config.targets):
                 metrics["targets"][t] = {"unit": TARGETS[t].unit,
                                          **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
@@ -379,7 +463,7 @@ class Trainer:
 
     # -- files
     def _meta(self, mean, std, train_ds, val_ds, split_meta) -> dict:
-        return {"model": self.model_config.to_json(), "train": asdict(self.config), "targets": list(self.config.targets),
+        return {"model": self.model_config.to_json(), "train": self.config.to_json(), "targets": list(self.config.targets),
                 "mean": [float(m) for m in mean], "std": [float(s) for s in std], "n_train": len(train_ds),
                 "n_val": len(val_ds), "split": split_meta or {}, "featurizer_version": train_ds.manifest["featurizer_version"]}
 
@@ -430,10 +514,15 @@ class Predictor:
     molecule's frequency set is the first 3N-6 (3N-5 if linear) of them."""
 
     def __init__(self, models: Sequence[nn.Module], targets: Sequence[str], units: dict, n_outputs: int,
-                 device: str = "cpu", domains: Sequence | None = None):
+                 device: str = "cpu", domains: Sequence | None = None, layout=None):
         self.models, self.targets, self.units = list(models), tuple(targets), dict(units)
         self.n_outputs, self.device = n_outputs, device
         self.domains = list(domains) if domains is not None else [None] * len(self.models)
+        if layout is None and self.is_vector:
+            from .sets import SetLayout
+
+            layout = SetLayout("ascending", n_outputs)
+        self.layout = layout  # vector models: how the sorted set sits on the outputs (gcnn.sets)
 
     @property
     def has_domain(self) -> bool:
@@ -470,6 +559,28 @@ class Predictor:
     def predict_dataset_with_spread(self, ds) -> tuple[np.ndarray, np.ndarray]:
         preds = _outputs(self.models, ds, device=self.device)
         return preds.mean(0), preds.std(0)
+
+    def predict_sets(self, graphs) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Vector models: per MolGraph its predicted set, sorted ascending (3N-6 values, 3N-5 if
+        linear), and the ensemble spread of each sorted value (zeros for one model). Each member's
+        set is read back and sorted, then the sorted sets are averaged (in 1-D the average of
+        sorted sets is the Wasserstein barycentre of the members' stick spectra)."""
+        from molgraph import collate
+        from molgraph.targets import n_harmonic_modes
+
+        if not self.is_vector:
+            raise ValueError(f"predict_sets is for vector models; this one predicts {', '.join(self.targets)}")
+        if not graphs:
+            return [], []
+        n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
+        n_h = np.array([sum(e == "H" for e in g.elements) for g in graphs])
+        self.layout.check(n_values, n_h, [g.name or f"molecule {i}" for i, g in enumerate(graphs)])
+        b = collate([g.with_targets({}) for g in graphs]).to(self.device)
+        with torch.no_grad():
+            outs = [m.eval()(b.atom_features, b.pair_features, b.atom_mask).double().cpu().numpy() for m in self.models]
+        sets = np.stack([self.layout.decode_np(o, n_values, n_h)[0] for o in outs])  # (members, n, length)
+        mean, spread = sets.mean(0), sets.std(0)
+        return ([mean[i, :k] for i, k in enumerate(n_values)], [spread[i, :k] for i, k in enumerate(n_values)])
 
     def predict_graphs(self, graphs) -> tuple[np.ndarray, np.ndarray]:
         """MolGraphs -> ((n, outputs) prediction, (n, outputs) ensemble spread; zeros for one model)."""
@@ -620,8 +731,26 @@ def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     models = [_Denormalized(m, cfg["mean"], cfg["std"]).to(device) for m, cfg in loaded]
     from .domain import Domain
 
+    layouts = {json.dumps(_layout_of(cfg)) for _, cfg in loaded}
+    if len(layouts) > 1:
+        raise ValueError(f"{root}: ensemble members lay out their sets differently ({', '.join(sorted(layouts))})")
+    layout = None
+    if len(cfg0["targets"]) == 1 and len(cfg0["mean"]) > 1:
+        from .sets import SetLayout
+
+        layout = SetLayout(_layout_of(cfg0), len(cfg0["mean"]))
     return Predictor(models, cfg0["targets"], cfg0["units"], len(cfg0["mean"]), device,
-                     domains=[Domain.load(d) for d in dirs])
+                     domains=[Domain.load(d) for d in dirs], layout=layout)
+
+
+def _layout_of(cfg: dict) -> str:
+    """The set layout a model's config.json records (models from before layouts: ascending)."""
+    from .sets import LAYOUTS
+
+    name = (cfg.get("train") or {}).get("set_layout", "ascending")
+    if name not in LAYOUTS:
+        raise ValueError(f"config.json: unknown set_layout {name!r}; valid: {', '.join(LAYOUTS)}")
+    return name
 
 
 class _Denormalized(nn.Module):

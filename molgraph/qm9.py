@@ -532,6 +532,16 @@ class QM9Dataset(torch.utils.data.Dataset):
     def n_atoms(self) -> np.ndarray:
         return np.asarray(self._a["n_atoms"])[self._rows]
 
+    @property
+    def n_hydrogens(self) -> np.ndarray:
+        """(M,) number of H atoms of each molecule, in dataset order."""
+        if getattr(self, "_n_h_all", None) is None:
+            z = np.asarray(self._a["atomic_numbers"]) == 1
+            off = np.asarray(self._a["atom_offsets"], dtype=np.int64)
+            c = np.concatenate([[0], np.cumsum(z, dtype=np.int64)])
+            self._n_h_all = c[off[1:]] - c[off[:-1]]
+        return self._n_h_all[self._rows]
+
     def report(self) -> dict:
         m = self.manifest
         total = m["n_molecules"] + m["n_failed"]

@@ -218,7 +218,7 @@ def _train_config(args):
     return gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, lr_factor=args.lr_factor, lr_patience=args.lr_patience,
                             patience=args.patience, seed=args.seed, device=args.device,
-                            amp=args.device.startswith("cuda"))
+                            amp=args.device.startswith("cuda"), set_layout=args.set_layout, loss=args.loss)
 
 
 def _model_config(args, **extra):
@@ -308,12 +308,6 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
-def _n_modes(mol) -> int:
-    from molgraph.targets import n_harmonic_modes
-
-    return n_harmonic_modes(mol.positions)
-
-
 def cmd_predict(args) -> int:
     import gcnn
     from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
@@ -343,9 +337,13 @@ def cmd_predict(args) -> int:
                     "domain": None if verdict is None else verdict[0].to_json()}
             if predictor.is_vector:  # a set of values: as many as the molecule has (3N-6, or 3N-5 if linear)
                 t = predictor.targets[0]
-                k = _n_modes(item)
-                unc = [round(float(v), 6) for v in spread[0, :k]] if len(predictor.models) > 1 else None
-                rows.append({**base, "target": t, "prediction": [round(float(v), 6) for v in mean[0, :k]],
+                try:
+                    (values,), (spread_set,) = predictor.predict_sets([g])
+                except ValueError as exc:
+                    failures.append(f"{item.source}: molecule {item.index} ({item.formula}): {exc}")
+                    continue
+                unc = [round(float(v), 6) for v in spread_set] if len(predictor.models) > 1 else None
+                rows.append({**base, "target": t, "prediction": [round(float(v), 6) for v in values],
                              "uncertainty": unc, "unit": predictor.units[t]})
                 continue
             for k, t in enumerate(predictor.targets):
@@ -524,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--lr-patience", type=int, default=5, help="epochs without a better validation MAE "
                           "before the learning rate is cut (5)")
         arch.add_argument("--patience", type=int, default=20, help="early stopping patience in epochs (20)")
+        arch.add_argument("--loss", choices=("mse", "l1"), default="mse", help="loss on the standardized outputs (mse)")
+        arch.add_argument("--set-layout", choices=("ascending", "descending", "hydrogen"), default="ascending",
+                          help="vector targets (freqs_cm1): which output holds which member of the sorted set "
+                               "(docs/spectra.md); ascending by default")
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")

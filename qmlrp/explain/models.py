@@ -48,15 +48,17 @@ class OutputSelection:
             return f"value {self.k} of the sorted {target} set"
         return f"the sum of the {target} values predicted {self.kind} {self.threshold:g} {unit}"
 
-    def mask(self, prediction: np.ndarray, n_values: np.ndarray) -> np.ndarray:
-        """(B, K) predictions in target units, (B,) number of values each molecule has ->
-        (B, K) bool: the outputs explained."""
-        pred = np.asarray(prediction)
-        own = np.arange(pred.shape[1])[None, :] < np.asarray(n_values)[:, None]
+    def mask(self, prediction: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """(B, K) outputs in target units, (B, K) bool the outputs that hold a value of each
+        molecule (`SetLayout.own`) -> (B, K) bool: the outputs explained. 'mode:K' is the output
+        whose value ranks K-th (ascending) among the molecule's own outputs: the K-th member of
+        the predicted set, whatever the layout."""
+        pred, own = np.asarray(prediction), np.asarray(own, dtype=bool)
         if self.kind == "sum":
             return own
         if self.kind == "mode":
-            return own & (np.arange(pred.shape[1])[None, :] == self.k - 1)
+            rank = np.argsort(np.argsort(np.where(own, pred, np.inf), axis=1, kind="stable"), axis=1, kind="stable")
+            return own & (rank == self.k - 1)
         return own & (pred > self.threshold if self.kind == "above" else pred < self.threshold)
 
 
@@ -75,6 +77,7 @@ class LoadedModel:
     selection: OutputSelection | None = None
     means: np.ndarray | None = None
     stds: np.ndarray | None = None
+    layout: object | None = None  # gcnn.sets.SetLayout of a vector model
 
     @property
     def is_vector(self) -> bool:
@@ -135,7 +138,7 @@ def load_model(model: str | Path, fold: int | None = None, target: str | None = 
         means, stds = member.mean.double().numpy(), member.std.double().numpy()
         t = predictor.targets[0]
         return LoadedModel(net, model_dir, t, predictor.units[t], -1, float("nan"), float(stds.mean()), note, cfg,
-                           selection, means, stds)
+                           selection, means, stds, predictor.layout)
     if output is not None:
         raise ValueError(f"{model_dir} predicts scalar targets ({', '.join(predictor.targets)}); --output is for vector "
                          f"models (choose a target with --target)")

@@ -228,6 +228,7 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     ref_out = reference_output(lm.net, reference)  # f(ref), standardized
     ref_pooled = reference_pooled(lm.net, reference)
     selected: dict[int, np.ndarray] = {}
+    n_h_of: dict[int, int] = {}
     if lm.is_vector:
         target, scale = _vector_weights(lm), 1.0  # the weights carry std_k: relevance in target units already
     off, poff = offsets_of(n)
@@ -269,6 +270,7 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
         if lm.is_vector:
             for j, i in enumerate(idx):
                 selected[int(i)] = target.last[j]
+                n_h_of[int(i)] = sum(e == "H" for e in graphs[j].elements)
             full = e.output.double().numpy() * lm.stds + lm.means  # (B, outputs), target units
             for j, i in enumerate(idx):
                 pred[i] = float(full[j][selected[int(i)]].sum())
@@ -301,12 +303,16 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                      "explained": f"prediction - the model's prediction for the reference ({ref_label}), "
                                   f"target units" + (" (summed over the selected outputs)" if lm.is_vector else "")})
     targets = np.asarray(inputs.targets, dtype=np.float64)
-    if lm.is_vector and inputs.vector_target is not None:  # the true values at the selected positions
+    if lm.is_vector and inputs.vector_target is not None:  # the true values on the selected outputs
         targets = np.full(m_count, np.nan)
         for i, sel in selected.items():
-            true = inputs.vector_target(i)
-            k = np.flatnonzero(sel)
-            targets[i] = float(true[k].sum()) if (k < len(true)).all() else np.nan
+            true = np.sort(np.asarray(inputs.vector_target(i), dtype=np.float64))
+            if len(true) > lm.layout.length:
+                continue
+            vals = np.zeros((1, lm.layout.length))
+            vals[0, : len(true)] = true
+            laid, has = lm.layout.encode_np(vals, np.arange(lm.layout.length)[None] < len(true), np.array([n_h_of[i]]))
+            targets[i] = float(laid[0][sel].sum()) if has[0][sel].all() else np.nan
     return RelevanceSet(np.asarray(inputs.ids, dtype=str), n, off, poff, atom_rel, pair_rel, pa, groups, pred,
                         targets, explained, absorbed, elements, meta, contribution)
 
@@ -321,7 +327,8 @@ def _vector_weights(lm):
     def weights(b, graphs, out):
         pred = out.double().numpy() * lm.stds + lm.means
         n_values = np.array([n_harmonic_modes(g.positions.numpy()) for g in graphs])
-        mask = lm.selection.mask(pred, n_values)
+        n_h = np.array([sum(e == "H" for e in g.elements) for g in graphs])
+        mask = lm.selection.mask(pred, lm.layout.own_np(n_values, n_h))
         weights.last = mask  # the batch's selection, read by explain_inputs
         return (lm.stds * mask).astype(np.float32)
 

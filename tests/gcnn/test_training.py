@@ -214,23 +214,37 @@ def test_masked_loss_ignores_padding():
     assert float(gcnn.training.masked_mse(pred, y, mask)) == pytest.approx((0.25 + 0 + 1) / 3)
 
 
-def test_vector_target_frequency_sets(tmp_path, data, capsys):
+@pytest.mark.parametrize("layout,loss", [("ascending", "mse"), ("hydrogen", "l1")])
+def test_vector_target_frequency_sets(tmp_path, data, capsys, layout, loss):
     from pathlib import Path
 
+    from gcnn.training import CM1_TO_EV
+
     _, train, val, test = data
-    cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=2, batch_size=16, seed=0)
-    assert cfg.is_vector and cfg.n_outputs == 81
+    cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=2, batch_size=16, seed=0, set_layout=layout, loss=loss)
+    assert cfg.is_vector and cfg.n_outputs == 81 and cfg.layout.name == layout
     tr = gcnn.Trainer(tmp_path / "f", gcnn.WeaveConfig(**{**SMALL, "n_outputs": 81}), cfg, log=lambda m: None, progress=False)
     tr.fit(train, val)
     m = tr.evaluate(test)["targets"]["freqs_cm1"]
-    n_values = sum(len(test[i].targets["freqs_cm1"]) for i in range(len(test)))
-    assert m["unit"] == "cm^-1" and m["n_values"] == n_values and np.isfinite(m["mae"])
+    true = [np.sort(test[i].targets["freqs_cm1"].numpy()) for i in range(len(test))]
+    assert m["unit"] == "cm^-1" and m["n_values"] == sum(len(t) for t in true) and np.isfinite(m["mae"])
     p = gcnn.load(tmp_path / "f")
-    assert p.is_vector and p.predict_dataset(test).shape == (len(test), 81)
+    assert p.is_vector and p.layout.name == layout and p.predict_dataset(test).shape == (len(test), 81)
+    # the metrics are those of the predicted sets read back through the layout and sorted
+    graphs = [test[i] for i in range(len(test))]
+    pred, spread = p.predict_sets(graphs)
+    assert all(len(s) == len(t) and (np.diff(s) >= 0).all() for s, t in zip(pred, true)) and not np.any(np.concatenate(spread))
+    err = np.concatenate([np.abs(s - t) for s, t in zip(pred, true)])
+    assert m["mae"] == pytest.approx(err.mean(), rel=1e-5)
+    assert m["omega_1_mae"] == pytest.approx(np.mean([abs(s[-1] - t[-1]) for s, t in zip(pred, true)]), rel=1e-5)
+    assert sum(r["n_values"] for r in m["per_region"].values()) == m["n_values"]
+    zpve = np.array([g.targets["zpve_ev"] for g in (test.with_targets(["zpve_ev"])[i] for i in range(len(test)))])
+    assert m["zpve_from_set_mae_ev"] == pytest.approx(np.mean(np.abs([0.5 * s.sum() * CM1_TO_EV for s in pred] - zpve)), rel=1e-4)
+    assert m["zpve_from_true_set_mae_ev"] < 1e-3  # QM9's ZPVE is half the sum of its harmonic set
     ethanol = Path(__file__).parent.parent / "data" / "ethanol.sdf"
     assert main(["predict", "--model", str(tmp_path / "f"), str(ethanol), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["predictions"][0]
-    assert len(row["prediction"]) == 3 * 9 - 6 and row["unit"] == "cm^-1"
+    assert len(row["prediction"]) == 3 * 9 - 6 and row["unit"] == "cm^-1" and row["prediction"] == sorted(row["prediction"])
     with pytest.raises(ValueError, match="one vector target"):
         gcnn.TrainConfig(targets=("freqs_cm1", "zpve_ev"))
     with pytest.raises(ValueError, match="unknown target"):
