@@ -55,6 +55,9 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
                 out_of_time = True
                 continue
             trainer.evaluate(ds.subset(sp.test))
+            # a finished fold keeps its weights, config, history and metrics; the optimizer state is
+            # only for resuming, and metrics.json already marks the fold as done
+            (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
         if f in wanted and not out_of_time and not (fold_dir / DOMAIN_FILE).exists():
             record_domain(fold_dir, ds.subset(sp.train), log=log)  # also for folds finished before domains
         metrics = json.loads((fold_dir / "metrics.json").read_text())

@@ -560,6 +560,20 @@ class Predictor:
         preds = _outputs(self.models, ds, device=self.device)
         return preds.mean(0), preds.std(0)
 
+    def predict_dataset_sets(self, ds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vector models over a dataset: (sets (M, length) ascending, NaN beyond each molecule's
+        values; ensemble spread (M, length); mask (M, length)), each member's set decoded and
+        sorted before averaging (as `predict_sets`). The number of values per molecule comes from
+        the dataset's own sets."""
+        if not self.is_vector:
+            raise ValueError(f"predict_dataset_sets is for vector models; this one predicts {', '.join(self.targets)}")
+        _, mask = sorted_sets(ds, self.targets[0], self.n_outputs)
+        n_values, n_h = mask.sum(1), ds.n_hydrogens
+        self.layout.check(n_values, n_h, [f"qm9:{int(q)}" for q in ds.ids])
+        outs = _outputs(self.models, ds, device=self.device).astype(np.float64)
+        sets = np.stack([self.layout.decode_np(o, n_values, n_h)[0] for o in outs])
+        return sets.mean(0), sets.std(0), mask
+
     def predict_sets(self, graphs) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Vector models: per MolGraph its predicted set, sorted ascending (3N-6 values, 3N-5 if
         linear), and the ensemble spread of each sorted value (zeros for one model). Each member's

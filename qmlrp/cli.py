@@ -343,8 +343,15 @@ def cmd_predict(args) -> int:
                     failures.append(f"{item.source}: molecule {item.index} ({item.formula}): {exc}")
                     continue
                 unc = [round(float(v), 6) for v in spread_set] if len(predictor.models) > 1 else None
-                rows.append({**base, "target": t, "prediction": [round(float(v), 6) for v in values],
-                             "uncertainty": unc, "unit": predictor.units[t]})
+                row = {**base, "target": t, "prediction": [round(float(v), 6) for v in values],
+                       "uncertainty": unc, "unit": predictor.units[t]}
+                ref = _reference_set(item)
+                if ref is not None:  # a QM9-format file carries its own harmonic frequencies
+                    row["reference"] = [round(float(v), 4) for v in ref]
+                if args.plot:
+                    row["plot"] = str(_plot_spectrum(args.plot, item, values, spread_set, len(predictor.models),
+                                                     predictor.units[t], ref))
+                rows.append(row)
                 continue
             for k, t in enumerate(predictor.targets):
                 # one model has no ensemble spread: null, not 0 (which would read as certainty)
@@ -372,6 +379,23 @@ def cmd_predict(args) -> int:
     for f in failures:
         print(f"FAILED {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _reference_set(item):
+    """A QM9-format file's own real harmonic frequencies, sorted (QM9's quirks handled), or None."""
+    from molgraph.targets import clean_frequencies
+
+    raw = item.properties.get("freqs_raw_cm1")
+    return clean_frequencies(raw, item.n_atoms)[0] if raw else None
+
+
+def _plot_spectrum(folder, item, values, spread, n_models: int, unit: str, reference=None) -> Path:
+    """DIR/<file stem>_<index>.png: the stick spectrum, the reference under it where there is one."""
+    from .spectra import plot_sticks
+
+    stem = Path(str(item.source)).stem or "molecule"
+    return plot_sticks(Path(folder) / f"{stem}_{item.index}.png", values, spread if n_models > 1 else None, reference,
+                       title=f"{item.name or item.formula} ({item.formula}), {n_models} model(s)", unit=unit)
 
 
 def _domain_text(row) -> str:
@@ -559,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="model directory, or a folder of fold_*/ models (ensemble)")
     pr.add_argument("files", nargs="+")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pr.add_argument("--plot", metavar="DIR", help="frequency-set models: draw each molecule's predicted stick spectrum "
+                    "(with the ensemble spread, and a QM9 file's own frequencies under it) into DIR")
     pr.set_defaults(func=cmd_predict)
 
     ms = sub.add_parser("models", help="list the published models (qmlrp predict --model NAME)")
@@ -626,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .additive import add_parser as add_additive_parser
 
     add_additive_parser(sub)
+    from .spectra import add_parser as add_spectra_parser
+
+    add_spectra_parser(sub)
     return p
 
 

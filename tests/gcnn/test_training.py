@@ -215,7 +215,7 @@ def test_masked_loss_ignores_padding():
 
 
 @pytest.mark.parametrize("layout,loss", [("ascending", "mse"), ("hydrogen", "l1")])
-def test_vector_target_frequency_sets(tmp_path, data, capsys, layout, loss):
+def test_vector_target_frequency_sets(tmp_path, data, capsys, layout, loss, qm9_molecules):
     from pathlib import Path
 
     from gcnn.training import CM1_TO_EV
@@ -245,6 +245,27 @@ def test_vector_target_frequency_sets(tmp_path, data, capsys, layout, loss):
     assert main(["predict", "--model", str(tmp_path / "f"), str(ethanol), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["predictions"][0]
     assert len(row["prediction"]) == 3 * 9 - 6 and row["unit"] == "cm^-1" and row["prediction"] == sorted(row["prediction"])
+    if layout != "hydrogen":
+        return
+    # a QM9-format file: its own frequencies are drawn under the predicted sticks
+    from molgraph import splits
+    from molgraph.qm9_sources import format_qm9_xyz
+
+    f = tmp_path / "dsgdb9nsd_000029.xyz"
+    f.write_text(format_qm9_xyz(qm9_molecules[29]))
+    assert main(["predict", "--model", str(tmp_path / "f"), str(f), "--plot", str(tmp_path / "plots"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert Path(row["plot"]).name == "dsgdb9nsd_000029_0.png" and Path(row["plot"]).stat().st_size > 5000
+    assert len(row["reference"]) == len(row["prediction"]) == 3 * 10 - 6  # C4H6; QM9's doubled row read once
+    # the report of the model on its split: the same figures as metrics.json, and the baselines
+    splits.TrainValTest(train.ids, val.ids, test.ids, meta={}).save(tmp_path / "f" / "split.json")
+    assert main(["spectra", str(tmp_path / "f"), "--cache-dir", str(Path(test.path).parent), "--no-progress"]) == 0
+    rep = json.loads((tmp_path / "f" / "spectra" / "report.json").read_text())
+    assert rep["mae"] == pytest.approx(m["mae"], rel=1e-6) and rep["omega_1_mae"] == pytest.approx(m["omega_1_mae"], rel=1e-6)
+    base = rep["baselines"]
+    assert set(base) == {"mean_per_mode_count", "mean_per_stoichiometry"} and all(b["mae"] > 0 for b in base.values())
+    assert (tmp_path / "f" / "spectra" / "parity.png").stat().st_size > 5000
+    assert "mean per stoichiometry" in (tmp_path / "f" / "spectra" / "report.md").read_text()
     with pytest.raises(ValueError, match="one vector target"):
         gcnn.TrainConfig(targets=("freqs_cm1", "zpve_ev"))
     with pytest.raises(ValueError, match="unknown target"):
@@ -277,6 +298,9 @@ def test_a_time_limit_stops_at_an_epoch_boundary_and_the_run_resumes_to_the_same
     assert not (tmp_path / "cv" / "fold_1" / "metrics.json").exists()
     full = gcnn.cross_validate(ds, tmp_path / "cv", cfg, **kw)
     assert full["complete"] and full["folds_done"] == [0, 1, 2]
+    # finished folds keep no optimizer state (what goes into git stays small)
+    assert not list((tmp_path / "cv").glob("fold_*/checkpoint.pt"))
+    assert all((tmp_path / "cv" / f"fold_{f}" / "weights.pt").exists() for f in range(3))
 
 
 def test_tune_allocator_is_idempotent():
