@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     if not rows:
         print(f"{a.root}: no configuration has a history.csv yet", file=sys.stderr)
         return 1
-    print("| config | changed | epochs | best val MAE (bohr^3) | at epoch | best by epoch 10 / 20 / 30 | last train loss "
+    print("| config | changed | epochs | best val MAE (target units) | at epoch | best by epoch 10 / 20 / 30 | last train loss "
           "| s/epoch | finished |")
     print("|---|---|---:|---:|---:|---|---:|---:|---|")
     for r in sorted(rows, key=lambda r: r["best_val_mae"]):

@@ -5,7 +5,7 @@
 # descending, hydrogen) with the MSE loss, and the hydrogen layout with the L1 loss (the
 # sorted-set / optimal-transport error itself). Resumable: rerun the same script; a finished
 # configuration is skipped, one cut by its --limit-minutes goes on from its checkpoint.
-# Table: python benchmarks/tune_freqs.py runs/tune_freqs
+# Table: python benchmarks/tune_alpha.py runs/tune_freqs --csv docs/figures/tune_freqs.csv
 set -u
 export TQDM_DISABLE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-runs/tune_freqs}
@@ -21,3 +21,4 @@ run hydrogen --set-layout hydrogen
 run ascending --set-layout ascending
 run descending --set-layout descending
 run hydrogen_l1 --set-layout hydrogen --loss l1
+run hydrogen_wide_head --set-layout hydrogen --head-hidden 512,256
