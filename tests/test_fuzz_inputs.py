@@ -17,7 +17,8 @@ METHANE = "5\nmethane\nC 0.0 0.0 0.0\nH 0.629 0.629 0.629\nH -0.629 -0.629 0.629
 elements = st.sampled_from(["C", "H", "O", "N", "F", "Cl", "X", "c", "1", "Q", "*", "He", "Xx", ""])
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
                     st.floats(-5, 5).map(lambda v: f"{v:.4f}"), st.sampled_from(["abc", "1,5", "--1", "1e999", ""]))
-comments = st.one_of(st.text(max_size=20), st.sampled_from(["charge=1", "charge=x", "multiplicity=3", "mult=0",
+# a NUL byte makes the whole file binary (molgraph.io refuses it as a whole), so good records hold none
+comments = st.one_of(st.text(st.characters(exclude_characters="\x00"), max_size=20), st.sampled_from(["charge=1", "charge=x", "multiplicity=3", "mult=0",
                                                             "\ufeffbom", "caf\xe9", "Properties=species:S:1"]))
 
 
