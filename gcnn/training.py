@@ -315,10 +315,11 @@ class Trainer:
         mean = np.where(ymask, y, 0).sum(0) / count  # per output, over the molecules that have it
         std = np.sqrt(np.where(ymask, (y - mean) ** 2, 0).sum(0) / count)
         std[std == 0] = 1.0
-        val_true, val_mask = target_matrix(val_ds, c)
         if c.is_vector:  # validation: the sorted-set error of the decoded prediction
-            val_sets, val_mask = sorted_sets(val_ds, c.targets[0], c.vector_length)
-            val_true, val_nh = val_sets, val_ds.n_hydrogens
+            val_true, val_mask = sorted_sets(val_ds, c.targets[0], c.vector_length)
+            val_nh = val_ds.n_hydrogens
+        else:
+            val_true, val_mask = target_matrix(val_ds, c)
         torch.manual_seed(c.seed)
         rank, world = _distributed()
         if world > 1 and device.type == "cuda":
@@ -745,7 +746,7 @@ def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
     models = [_Denormalized(m, cfg["mean"], cfg["std"]).to(device) for m, cfg in loaded]
     from .domain import Domain
 
-    layouts = {json.dumps(_layout_of(cfg)) for _, cfg in loaded}
+    layouts = {_layout_of(cfg) for _, cfg in loaded}
     if len(layouts) > 1:
         raise ValueError(f"{root}: ensemble members lay out their sets differently ({', '.join(sorted(layouts))})")
     layout = None

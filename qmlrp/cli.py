@@ -330,7 +330,6 @@ def cmd_predict(args) -> int:
             except MoleculeError as exc:
                 failures.append(str(exc))
                 continue
-            mean, spread = predictor.predict_graphs([g])
             verdict = predictor.check_domain([g])
             base = {"source": item.source, "index": item.index, "name": item.name, "formula": item.formula,
                     "n_models": len(predictor.models),
@@ -353,6 +352,7 @@ def cmd_predict(args) -> int:
                                                      predictor.units[t], ref))
                 rows.append(row)
                 continue
+            mean, spread = predictor.predict_graphs([g])
             for k, t in enumerate(predictor.targets):
                 # one model has no ensemble spread: null, not 0 (which would read as certainty)
                 unc = float(spread[0, k]) if len(predictor.models) > 1 else None
