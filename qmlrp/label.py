@@ -133,7 +133,7 @@ def _fmt(x, spec=".4f") -> str:
 
 
 def cmd_label_collect(args) -> int:
-    from molgraph.qm.collect import collect, write_table
+    from molgraph.qm.collect import collect, write_id_lists, write_table
     from molgraph.storage import atomic_write_json
 
     try:
@@ -148,6 +148,7 @@ def cmd_label_collect(args) -> int:
     summary = c.summary()
     summary_path = out.with_name(out.stem + ".summary.json")
     atomic_write_json(summary_path, summary)
+    id_lists = write_id_lists(c.rows, out.parent)
     spec = summary["spec"] or {}
     print(f"{c.key}: {spec.get('xc')}/{spec.get('basis')} ({spec.get('method')}), {summary['code_version']}")
     print(f"{summary['n_done']} done, {summary['n_failed']} failed, {summary['n_unreadable']} unreadable; "
@@ -160,7 +161,7 @@ def cmd_label_collect(args) -> int:
         print(f"  failed {f['name'] or f['id']}: {f['error']}")
     for f in c.unreadable:
         print(f"  unreadable {f['file']}: {f['error']}")
-    print("-> " + ", ".join(str(p) for p in [*written, summary_path]))
+    print("-> " + ", ".join(str(p) for p in [*written, summary_path, *id_lists.values()]))
     return 1 if c.unreadable else 0
 
 

@@ -166,6 +166,20 @@ def collect(folder: str | os.PathLike, key: str | None = None) -> Collected:
     return Collected(folder, key, info, rows, failures, unreadable)
 
 
+def write_id_lists(rows: Sequence[dict], folder: str | os.PathLike) -> dict[str, Path]:
+    """The QM9 ids of a collected table, one per line, for `--ids`: `ids.txt` (beta_par defined,
+    i.e. molecules with a dipole) and `ids_all.txt` (every labelled molecule; beta_vec is defined
+    for all). Atomic; rows without a QM9 id are left out."""
+    folder = Path(folder)
+    lists = {"ids.txt": [r["qm9_id"] for r in rows if r["qm9_id"] is not None and math.isfinite(r["beta_par"])],
+             "ids_all.txt": [r["qm9_id"] for r in rows if r["qm9_id"] is not None]}
+    out = {}
+    for name, ids in lists.items():
+        atomic_write_text(folder / name, "".join(f"{int(i)}\n" for i in sorted(ids)))
+        out[name] = folder / name
+    return out
+
+
 def _cell(v) -> str:
     if v is None:
         return ""

@@ -16,7 +16,7 @@ pytest.importorskip("pyscf")
 pytest.importorskip("distributed")
 
 from molgraph import Molecule  # noqa: E402
-from molgraph.qm.collect import COLUMNS, collect, compare, read_table, write_table  # noqa: E402
+from molgraph.qm.collect import COLUMNS, collect, compare, read_table, write_id_lists, write_table  # noqa: E402
 from molgraph.qm.farm import (  # noqa: E402
     LabelSpec, _order, code_version, molecule_file_stem, qm9_molecules, result_key, run_farm)
 
@@ -223,6 +223,11 @@ def test_collect_table_contents(farm, tmp_path):
     back = {r["id"]: r for r in read_table(tmp_path / "t.csv")}
     assert back["qm9_000002"]["beta_zzz"] == pytest.approx(nh3["beta_zzz"], rel=1e-12)
     assert math.isnan(back["qm9_000001"]["beta_par"])
+    lists = write_id_lists(c.rows, tmp_path)
+    with_par = [int(x) for x in lists["ids.txt"].read_text().split()]
+    every = [int(x) for x in lists["ids_all.txt"].read_text().split()]
+    assert 2 in with_par and 1 not in with_par and {1, 2} <= set(every)  # methane has no dipole: no beta_par
+    assert every == sorted(r["qm9_id"] for r in c.rows) and with_par == sorted(with_par)
 
 
 def test_compare_two_tables(farm, tmp_path):
