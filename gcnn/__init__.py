@@ -5,9 +5,9 @@ from . import domain
 from .model import WeaveConfig, WeaveLayer, WeaveNet
 from .protocol import cross_validate, learning_curve
 from .training import (Predictor, TrainConfig, Trainer, load, model_dirs, read_batch, write_checksums, regression_metrics, size_buckets,
-                       tune_allocator)
+                       transfer_state, tune_allocator)
 
 __all__ = ["WeaveNet", "WeaveConfig", "WeaveLayer", "Trainer", "TrainConfig", "Predictor", "load",
            "regression_metrics", "size_buckets",
-           "read_batch", "tune_allocator", "model_dirs", "write_checksums", "cross_validate", "learning_curve",
+           "read_batch", "tune_allocator", "model_dirs", "write_checksums", "cross_validate", "learning_curve", "transfer_state",
            "domain"]

@@ -90,10 +90,14 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
 
 def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int], seed: int = 0,
                    model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
-                   progress: bool = True) -> list[dict]:
+                   progress: bool = True, trainer_kwargs: dict | None = None,
+                   deadline: float | None = None) -> list[dict]:
     """Test MAE against training-set size on one fixed test set (bin 0 of the seeded 10-fold
     split) and validation set; each size trains into out/n_<size>/ (resumable). Writes
-    learning_curve.csv and a log-log learning_curve.png."""
+    learning_curve.csv and a log-log learning_curve.png over the sizes finished so far.
+    trainer_kwargs: passed to every Trainer (an input stage, a start from another model);
+    deadline: a time.time() value; the run stops at an epoch boundary before it (the sizes not
+    finished are left out of the table; the same call resumes them)."""
     from molgraph import splits
 
     out = Path(out)
@@ -110,8 +114,12 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
         d = out / f"n_{n}"
         if not (d / "metrics.json").exists():
             log(f"training on {n} molecules")
-            tr = Trainer(d, model_config, config, log=log, progress=progress)
-            tr.fit(ds.subset(np.sort(pool[:n])), ds.subset(sp.val), split_meta={"digest": sp.digest, "train_size": n})
+            tr = Trainer(d, model_config, config, log=log, progress=progress, **(trainer_kwargs or {}))
+            tr.fit(ds.subset(np.sort(pool[:n])), ds.subset(sp.val), split_meta={"digest": sp.digest, "train_size": n},
+                   deadline=deadline)
+            if not tr.finished:
+                log(f"time limit: size {n} stopped at epoch {tr.state_['epoch']}; rerun the same command to resume")
+                break
             tr.evaluate(ds.subset(sp.test))
         m = json.loads((d / "metrics.json").read_text())["targets"][target]
         rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"]})

@@ -280,17 +280,33 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
             "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")}
 
 
+def transfer_state(model: nn.Module) -> tuple[dict, list[str]]:
+    """The weights of a trained WeaveNet to start a network for another target from: every
+    parameter and buffer but the output layer's (the head's last Linear, which maps onto the old
+    target's standardized scale and is left to its fresh initialization). Returns (state dict,
+    names left out)."""
+    last = [k for k, m in model.head.named_children() if isinstance(m, nn.Linear)][-1]
+    prefix = f"head.{last}."
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    return state, [k for k in model.state_dict() if k.startswith(prefix)]
+
+
 class Trainer:
     """fit(train_ds, val_ds) trains a WeaveNet into `out`; rerunning resumes from checkpoint.pt."""
 
     def __init__(self, out: str | os.PathLike, model_config: WeaveConfig | None = None,
                  config: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True,
-                 input_stage_state: dict | None = None, input_stage_record: dict | None = None):
+                 input_stage_state: dict | None = None, input_stage_record: dict | None = None,
+                 init_state: dict | None = None, init_record: dict | None = None):
         """input_stage_state: the state dict that initializes the model's input stage (a trained
         autoencoder's encoders) when training starts; input_stage_record: where it came from,
-        written to config.json's 'inputs'."""
+        written to config.json's 'inputs'. init_state: a partial state dict of the whole network
+        (`transfer_state`: a trained model's weights but its output layer) that initializes a new
+        run, for fine-tuning from a model of another target; init_record: where it came from
+        (config.json's 'init_from', part of the checkpoint's identity: a run resumes only from the same start)."""
         self.out = Path(out)
         self.input_stage_state, self.input_stage_record = input_stage_state, input_stage_record
+        self.init_state, self.init_record = init_state, init_record
         self.config = config or TrainConfig()
         self.model_config = model_config or WeaveConfig(n_outputs=self.config.n_outputs)
         if self.model_config.n_outputs != self.config.n_outputs:
@@ -330,6 +346,10 @@ class Trainer:
             if net.input_stage is None:
                 raise ValueError("input_stage_state given but the model config has no input_stage")
             net.input_stage.load_state_dict(self.input_stage_state)
+        if self.init_state is not None:
+            missing, unexpected = net.load_state_dict(self.init_state, strict=False)
+            if unexpected:
+                raise ValueError(f"init_state has parameters this network lacks: {', '.join(unexpected)}")
         model = net
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -466,7 +486,8 @@ class Trainer:
     def _meta(self, mean, std, train_ds, val_ds, split_meta) -> dict:
         return {"model": self.model_config.to_json(), "train": self.config.to_json(), "targets": list(self.config.targets),
                 "mean": [float(m) for m in mean], "std": [float(s) for s in std], "n_train": len(train_ds),
-                "n_val": len(val_ds), "split": split_meta or {}, "featurizer_version": train_ds.manifest["featurizer_version"]}
+                "n_val": len(val_ds), "split": split_meta or {}, "featurizer_version": train_ds.manifest["featurizer_version"],
+                **({"init_from": self.init_record} if self.init_record else {})}
 
     def _write_config(self, meta: dict, train_ds=None) -> None:
         from molgraph import TARGETS

@@ -233,8 +233,12 @@ def _model_config(args, **extra):
 
 
 def _input_stage(args):
-    """(model config, Trainer keyword arguments) for the architecture flags and --input-stage
-    DAE_DIR [--freeze|--fine-tune] ({} without an input stage)."""
+    """(model config, Trainer keyword arguments) for the architecture flags, --input-stage
+    DAE_DIR [--freeze|--fine-tune] and --init-from MODEL ({} with neither)."""
+    if getattr(args, "init_from", None):
+        if getattr(args, "input_stage", None):
+            raise ValueError("--init-from and --input-stage exclude each other (the model started from brings its own inputs)")
+        return _init_from(args)
     if not getattr(args, "input_stage", None):
         return _model_config(args), {}
     from molgraph.storage import sha256_file
@@ -250,6 +254,38 @@ def _input_stage(args):
     record = {"autoencoder": str(args.input_stage), "weights_sha256": sha256_file(Path(args.input_stage) / "weights.pt"),
               "mode": "frozen" if args.freeze else "fine-tuned"}
     return model_config, {"input_stage_state": state, "input_stage_record": record}
+
+
+def _init_from(args):
+    """--init-from MODEL: the network starts from a trained model's weights (a published name, a
+    model directory, or a CV directory, whose first fold model is used), all but its output layer,
+    and keeps that model's architecture; the new target's normalization is its own."""
+    from dataclasses import asdict, replace
+
+    import gcnn
+    from molgraph.storage import sha256_file
+
+    from .published import resolve
+
+    src = resolve(args.init_from)
+    dirs = gcnn.model_dirs(src)
+    if not dirs:
+        raise ValueError(f"--init-from {args.init_from}: no model directory (config.json + weights.pt) there")
+    predictor = gcnn.load(dirs[0])
+    net = predictor.models[0].model
+    n_out = _train_config(args).n_outputs
+    given = asdict(_model_config(args))
+    source = asdict(replace(net.config, n_outputs=n_out))
+    default = asdict(replace(gcnn.WeaveConfig(), n_outputs=n_out))
+    if given != default and given != source:
+        differ = sorted(k for k in given if given[k] != source[k])
+        raise ValueError(f"--init-from {args.init_from} keeps that model's architecture; drop the flags that change "
+                         f"{', '.join(differ)}")
+    state, dropped = gcnn.transfer_state(net)
+    record = {"model": str(args.init_from), "directory": str(dirs[0]),
+              "weights_sha256": sha256_file(dirs[0] / "weights.pt"), "targets": list(predictor.targets),
+              "reinitialized": dropped}
+    return replace(net.config, n_outputs=n_out), {"init_state": state, "init_record": record}
 
 
 def _fold_list(text, k):
@@ -270,6 +306,10 @@ def cmd_cv(args) -> int:
     ds = _load(args)
     try:
         model_config, stage = _input_stage(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp cv: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
                                       log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
                                       folds=_fold_list(args.only_folds, args.folds), model_config=model_config,
@@ -300,8 +340,14 @@ def cmd_learning_curve(args) -> int:
         print(f"qmlrp learning-curve: --sizes must be integers separated by commas, got {args.sizes!r}", file=sys.stderr)
         return 2
     ds = _load(args)
-    rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, model_config=_model_config(args),
-                               log=lambda m: print(m, file=sys.stderr))
+    try:
+        model_config, stage = _input_stage(args)
+        rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, model_config=model_config,
+                                   log=lambda m: print(m, file=sys.stderr), trainer_kwargs=stage,
+                                   deadline=_deadline(args))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp learning-curve: {exc}", file=sys.stderr)
+        return 2
     for r in rows:
         print(f"n_train {r['n_train']:>7}: test MAE {r['mae']:.4f} {r['unit']}")
     print(f"-> {args.out}/learning_curve.csv, learning_curve.png")
@@ -555,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "many minutes (rerun the same command to resume)")
         p.add_argument("--input-stage", metavar="DAE_DIR", help="put a trained autoencoder's encoders (qmlrp dae train, "
                        "graph variant) in front of the weave network")
+        p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (published name, model or "
+                       "CV directory: its first fold), all but the output layer, with its architecture: fine-tuning "
+                       "from another target, e.g. --init-from qm9-alpha for beta_par_au")
         how = p.add_mutually_exclusive_group()
         how.add_argument("--freeze", dest="freeze", action="store_true", default=True,
                          help="keep the input stage as pretrained (default with --input-stage)")

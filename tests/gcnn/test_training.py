@@ -161,6 +161,53 @@ def test_train_and_predict_cli(tmp_path, monkeypatch, capsys):
     assert main(["predict", "--model", str(tmp_path / "none"), str(data / "ethanol.sdf")]) == 2
 
 
+def test_a_run_started_from_another_targets_model_keeps_all_but_the_output_layer(tmp_path, data):
+    """transfer_state: every weight but the head's last Linear; a run started from it (here with a
+    learning rate too small to move anything) holds those weights, and the start is part of the
+    checkpoint's identity."""
+    _, train, val, _ = data
+    _trainer(tmp_path / "alpha", 1).fit(train, val)
+    source = gcnn.load(tmp_path / "alpha").models[0].model
+    state, dropped = gcnn.transfer_state(source)
+    last = len(source.head) - 1
+    assert dropped == [f"head.{last}.weight", f"head.{last}.bias"] and set(state) | set(dropped) == set(source.state_dict())
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=5, lr=1e-12)
+    rec = {"model": "alpha"}
+    gcnn.Trainer(tmp_path / "zpve", source.config, cfg, log=lambda m: None, progress=False, init_state=state,
+                 init_record=rec).fit(train, val)
+    new = gcnn.load(tmp_path / "zpve").models[0].model.state_dict()
+    for k, v in state.items():
+        torch.testing.assert_close(new[k], v, rtol=0, atol=1e-9)
+    assert not torch.allclose(new[f"head.{last}.weight"], source.state_dict()[f"head.{last}.weight"])
+    assert json.loads((tmp_path / "zpve" / "config.json").read_text())["init_from"] == rec
+    scratch = gcnn.Trainer(tmp_path / "zpve", source.config, gcnn.TrainConfig(targets=("zpve_ev",), epochs=2, batch_size=16,
+                           seed=5, lr=1e-12), log=lambda m: None, progress=False)
+    with pytest.raises(ValueError, match="belongs to another run"):  # same folder, but not started from alpha
+        scratch.fit(train, val)
+
+
+def test_init_from_cli_takes_the_source_architecture_and_refuses_other_flags(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QMLRP_CACHE", str(tmp_path / "cache"))
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(map(str, range(1, 61))))
+    common = ["train", "--ids", str(ids), "--workers", "1", "--epochs", "1", "--batch-size", "16"]
+    assert main([*common, "--target", "alpha_bohr3", "--atom-hidden", "8", "--pair-hidden", "8", "--readout-hidden", "8",
+                 "--head-hidden", "8", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--target", "zpve_ev", "--init-from", str(tmp_path / "a"), "--out", str(tmp_path / "z")]) == 0
+    cfg = json.loads((tmp_path / "z" / "config.json").read_text())
+    assert cfg["model"]["atom_hidden"] == 8 and cfg["init_from"]["targets"] == ["alpha_bohr3"]
+    assert len(cfg["init_from"]["weights_sha256"]) == 64
+    capsys.readouterr()
+    rc = main([*common, "--target", "zpve_ev", "--init-from", str(tmp_path / "a"), "--atom-hidden", "16",
+               "--out", str(tmp_path / "z2")])
+    assert rc == 2 and "atom_hidden" in capsys.readouterr().err
+    assert main([*common, "--target", "zpve_ev", "--init-from", str(tmp_path / "nothing"), "--out", str(tmp_path / "z3")]) == 2
+    lc = ["learning-curve", "--ids", str(ids), "--workers", "1", "--epochs", "1", "--batch-size", "16", "--target", "zpve_ev",
+          "--sizes", "20", "--init-from", str(tmp_path / "a"), "--out", str(tmp_path / "lc")]
+    assert main(lc) == 0  # the learning curve passes the start on to every size
+    assert json.loads((tmp_path / "lc" / "n_20" / "config.json").read_text())["init_from"]["targets"] == ["alpha_bohr3"]
+
+
 def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data):
     ds = data[0]
     cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=0)
