@@ -7,6 +7,7 @@
     qmlrp train --target T --out DIR [--epochs E] [--train-size N] [--split FILE --fold K] [--device cuda]
     qmlrp cv --target T --folds 10 --out DIR [--final]
     qmlrp learning-curve --target T --sizes 1000,2000,5000 --out DIR
+    qmlrp cv-compare [NAME=]CV_DIR [[NAME=]CV_DIR ...] [--ids FILE --labels TABLE] --out DIR
     qmlrp predict --model DIR FILE [FILE ...] [--json]
     qmlrp explain --model DIR [--split test | --ids FILE | FILE ...] --rule epsilon --out DIR
     qmlrp compare runs/alpha/explain runs/zpve/explain [--out DIR]
@@ -354,6 +355,25 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
+def cmd_cv_compare(args) -> int:
+    """CV runs side by side on the molecules they share: out-of-fold MAE with bootstrap CIs,
+    relative error, the mean baseline, paired differences against the first run."""
+    from . import cvcompare
+
+    try:
+        paths = cvcompare.parse_runs(args.runs)
+        ds = _load(args, progress=False)
+        runs = {name: cvcompare.out_of_fold(path, ds) for name, path in paths.items()}
+        result = cvcompare.compare(runs, n_boot=args.bootstrap)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"qmlrp cv-compare: {exc}", file=sys.stderr)
+        return 2
+    written = cvcompare.write(runs, result, args.out)
+    print(cvcompare.markdown(result), end="")
+    print("-> " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def cmd_predict(args) -> int:
     import gcnn
     from molgraph import MolecularGraphFeaturizer, MoleculeError, iter_molecules
@@ -666,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_arguments(ex)
     ex.set_defaults(func=cmd_explain)
+
+    cc = sub.add_parser("cv-compare", help="cross-validation runs side by side on the same molecules (out-of-fold "
+                        "MAE with bootstrap CIs, relative error, mean baseline, paired differences)")
+    cc.add_argument("runs", nargs="+", metavar="[NAME=]CV_DIR", help="qmlrp cv directories; the first is the reference")
+    _dataset_args(cc)
+    cc.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95 %% intervals (2000)")
+    cc.add_argument("--out", required=True, help="folder for compare.json/.md, out_of_fold.csv, parity.png")
+    cc.set_defaults(func=cmd_cv_compare)
 
     st = sub.add_parser("stability", help="how group shares vary across fold models and LRP rules")
     st.add_argument("--models", required=True, help="a directory of fold_*/ models (qmlrp cv) or one model directory")
