@@ -14,7 +14,9 @@ header, read with allow_pickle=False, its SHA-256 in checksums.json):
   training molecule. The threshold is the 99th percentile of the training molecules' scores, so
   1 % of the training set is flagged by construction.
 
-Rules (each is a reason): atom count outside the training range; an element the model never
+Rules (each is a reason): atom count, or heavy-atom count, outside the training range (a model
+trained on small molecules, like the beta models on labels for at most 6 heavy atoms, says so for
+a larger one); an element the model never
 saw; a feature outside its training range (beyond a 5 % margin of the range); more than one
 fragment (QM9's molecules are single connected molecules: a file with two molecules in it is
 two inputs, not one); a score above the threshold (far from the training data in the model's own
@@ -66,6 +68,7 @@ class Domain:
     threshold: float
     n_train: int
     train_quantiles: dict
+    n_heavy: tuple[int, int] | None = None  # None in domains recorded before heavy atoms were counted
 
     # -- scores ---------------------------------------------------------------------------
     def score(self, pooled: np.ndarray) -> np.ndarray:
@@ -86,6 +89,10 @@ class Domain:
             lo, hi = self.n_atoms
             if not lo <= n <= hi:
                 reasons.append(f"{n} atoms; the training molecules have {lo}-{hi}")
+            if self.n_heavy is not None:
+                heavy, (hlo, hhi) = sum(e != "H" for e in g.elements), self.n_heavy
+                if not hlo <= heavy <= hhi:
+                    reasons.append(f"{heavy} heavy atoms; the training molecules have {hlo}-{hhi}")
             unseen = sorted(set(g.elements) - set(self.elements))
             if unseen:
                 reasons.append(f"element(s) {', '.join(unseen)} never seen in training ({' '.join(self.elements)})")
@@ -112,7 +119,8 @@ class Domain:
 
         header = {"format": DOMAIN_FORMAT, "n_atoms": list(self.n_atoms), "elements": list(self.elements),
                   "residual_ms": self.residual_ms, "threshold": self.threshold, "n_train": self.n_train,
-                  "train_quantiles": self.train_quantiles}
+                  "train_quantiles": self.train_quantiles,
+                  **({"n_heavy": list(self.n_heavy)} if self.n_heavy is not None else {})}
         path = Path(model_dir) / DOMAIN_FILE
         atomic_save_npz(path, header=np.array(json.dumps(header)),
                         atom_min=self.atom_min.astype(np.float32), atom_max=self.atom_max.astype(np.float32),
@@ -143,7 +151,7 @@ class Domain:
         return cls(tuple(h["n_atoms"]), tuple(h["elements"]), arrays["atom_min"], arrays["atom_max"],
                    arrays["pair_min"], arrays["pair_max"], arrays["mean"], arrays["components"],
                    arrays["variances"], float(h["residual_ms"]), float(h["threshold"]), int(h["n_train"]),
-                   h["train_quantiles"])
+                   h["train_quantiles"], tuple(h["n_heavy"]) if h.get("n_heavy") is not None else None)
 
 
 def _fragments(pair_features: np.ndarray) -> int:
@@ -198,12 +206,14 @@ def fit(net: torch.nn.Module, train_ds, components: int = 32, batch_size: int = 
 
     type_cols = FEATURE_GROUPS["atom_type"].slice
     seen_types = np.zeros(len(ATOM_TYPES), dtype=bool)
-    pooled = []
+    h_col = type_cols.start + ATOM_TYPES.index("H")
+    pooled, heavy = [], []
     with torch.no_grad():
         for c in chunks:
             b = train_ds.batch(c)
             pooled.append(net.pooled(b.atom_features, b.pair_features, b.atom_mask).double().numpy())
             mask = b.atom_mask.numpy().astype(bool)
+            heavy.append((mask & (b.atom_features.numpy()[..., h_col] < 0.5)).sum(1))
             a = b.atom_features.numpy()[mask]
             seen_types |= a[:, type_cols].max(0) > 0.5
             pm = mask[:, :, None] & mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]
@@ -228,6 +238,8 @@ def fit(net: torch.nn.Module, train_ds, components: int = 32, batch_size: int = 
     d = Domain((int(n_atoms[idx].min()), int(n_atoms[idx].max())), tuple(sorted(elements)), a_lo, a_hi,
                p_lo if p_lo is not None else np.zeros(13), p_hi if p_hi is not None else np.zeros(13),
                mean, comps, var, residual_ms, 0.0, int(len(idx)), {})
+    heavy = np.concatenate(heavy)
+    d.n_heavy = (int(heavy.min()), int(heavy.max()))
     s = d.score(x)
     d.threshold = float(np.percentile(s, 99))
     d.train_quantiles = {str(q): float(np.percentile(s, q)) for q in (50, 90, 99, 99.9)}

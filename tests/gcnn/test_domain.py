@@ -56,6 +56,24 @@ def test_size_elements_and_fragments_are_named_reasons(trained):
     assert any("outside the training range" in r for r in v[1].reasons + v[2].reasons)
 
 
+def test_more_heavy_atoms_than_in_training_is_a_named_reason(trained):
+    """A model trained on small molecules (the beta models) says so for a larger one, even when
+    its atom count lies inside the training range; domains recorded before heavy atoms were
+    counted (n_heavy None) do not invent the reason."""
+    out, train = trained
+    d = Domain.load(out)
+    heavy = [sum(e != "H" for e in train[i].elements) for i in range(len(train))]
+    assert d.n_heavy == (min(heavy), max(heavy))
+    long = MolecularGraphFeaturizer()(embed("N#CC#CC#CC#N"))  # 8 heavy atoms, 8 atoms
+    assert d.n_atoms[0] <= long.n_atoms <= d.n_atoms[1] and 8 > d.n_heavy[1]
+    pooled = gcnn.load(out).models[0].model.pooled(long.atom_features[None], long.pair_features[None],
+                                                   torch.ones(1, long.n_atoms)).detach().double().numpy()
+    reasons = d.check([long], pooled)[0].reasons
+    assert f"8 heavy atoms; the training molecules have {d.n_heavy[0]}-{d.n_heavy[1]}" in reasons
+    d.n_heavy = None
+    assert not any("heavy atoms" in r for r in d.check([long], pooled)[0].reasons)
+
+
 def test_the_file_round_trips_is_checksummed_and_a_damaged_one_is_refused(trained, tmp_path):
     import shutil
 
