@@ -70,6 +70,13 @@ class LabelSpec:
         object.__setattr__(self, "method", self.method.strip().lower())
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        from .basis import default_basis_definition
+
+        if "basis_definition" not in self.options and default_basis_definition(self.basis) == "gaussian":
+            # Gaussian's exponents (QM9's basis): recorded in the options, so the result key of
+            # these names differs from that of the PySCF-defined basis of engine 1.0, and labels
+            # of every other basis keep their key
+            object.__setattr__(self, "options", {**self.options, "basis_definition": "gaussian"})
         try:
             json.dumps(self.options, sort_keys=True)
         except TypeError as exc:

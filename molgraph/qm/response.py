@@ -89,7 +89,8 @@ from typing import Any
 import numpy as np
 
 from ..molecule import Molecule
-from .basis import gaussian_default_convention, mixed_projector, restrict_scf_to_span
+from .basis import (BASIS_DEFINITIONS, default_basis_definition, gaussian_basis, gaussian_default_convention,
+                    mixed_projector, restrict_scf_to_span)
 
 ENGINE_VERSION = "molgraph.qm.response 1.0"
 BOHR_PER_ANGSTROM = 1.0 / 0.52917721092
@@ -146,6 +147,8 @@ class ResponseResult:
         beta_parallel_defined: False for |mu| < dipole_threshold (no permanent dipole).
         xc, xc_resolved: requested functional and what PySCF was given ('hf' for RHF).
         basis, basis_convention: basis name and '6d7f' (Gaussian/QM9) or 'spherical'/'cartesian'.
+        basis_definition: whose exponents the name stands for: 'gaussian' (Gaussian's doubled
+            d shell of 6-31G(2d...), as QM9 was run; `molgraph.qm.basis`) or 'pyscf'.
         method: 'analytic' or 'finite_field' (field_step set for the latter).
         charge, n_atoms, n_electrons, n_basis: system size (n_basis counts the functions of
             the basis convention, e.g. 6D/7F).
@@ -185,6 +188,7 @@ class ResponseResult:
     engine_version: str
     wall_time_s: float
     timings: dict = field(default_factory=dict)
+    basis_definition: str = "pyscf"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (arrays become nested lists, NaN becomes None)."""
@@ -230,17 +234,25 @@ def resolve_xc(xc: str) -> str:
 
 
 def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
-               basis_convention: str | None = None, max_memory: int = 4000, verbose: int = 0):
+               basis_convention: str | None = None, max_memory: int = 4000, verbose: int = 0,
+               basis_definition: str | None = None):
     """PySCF Mole for `molecule` (coordinates taken in Angstrom, no reorientation) and the
     projector onto the 6D/7F space (None unless basis_convention == '6d7f').
 
     basis_convention: '6d7f' (Gaussian's Cartesian d / pure f), 'spherical', 'cartesian', or
     None = Gaussian's default for that basis name (6D/7F for Pople basis sets).
+    basis_definition: 'gaussian' (Gaussian's exponents where they differ from PySCF's: the
+    doubled d shell of 6-31G(2d...)), 'pyscf', or None = 'gaussian' where it applies.
     """
     from pyscf import gto
 
     label = _molecule_label(molecule)
     conv = basis_convention or gaussian_default_convention(basis)
+    definition = basis_definition or default_basis_definition(basis)
+    if definition not in BASIS_DEFINITIONS:
+        raise QMInputError(label, f"unknown basis_definition {definition!r}; choose {' or '.join(BASIS_DEFINITIONS)}")
+    if definition == "gaussian" and default_basis_definition(basis) != "gaussian":
+        raise QMInputError(label, f"basis_definition 'gaussian' is emulated only for 6-31G(2d...) names, not {basis!r}")
     if conv not in ("6d7f", "spherical", "cartesian"):
         raise QMInputError(label, f"unknown basis_convention {conv!r}; choose '6d7f', 'spherical' or 'cartesian'")
     elements = tuple(getattr(molecule, "elements", ()))
@@ -267,7 +279,7 @@ def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
         mol = gto.Mole()
         mol.atom = [(el, tuple(p)) for el, p in zip(elements, pos)]
         mol.unit = "Angstrom"
-        mol.basis = basis
+        mol.basis = gaussian_basis(basis, elements) if definition == "gaussian" else basis
         mol.charge = q
         mol.spin = 0
         mol.cart = conv in ("6d7f", "cartesian")
@@ -279,6 +291,7 @@ def build_mole(molecule: Molecule, basis: str, *, charge: int | None = None,
     except Exception as exc:  # unknown basis for an element, odd electron count...
         raise QMInputError(label, f"cannot build the molecule in basis {basis!r}: {exc}") from exc
     x = mixed_projector(mol) if conv == "6d7f" else None
+    mol.qmlrp_basis_definition = definition
     return mol, x, conv
 
 
@@ -735,6 +748,7 @@ def response_properties(
     max_cycle: int = 100,
     dipole_threshold: float = DIPOLE_THRESHOLD_AU,
     verbose: int = 0,
+    basis_definition: str | None = None,
 ) -> ResponseResult:
     """Dipole, static polarizability and first hyperpolarizability of a closed-shell molecule.
 
@@ -761,6 +775,9 @@ def response_properties(
         max_cycle: SCF iterations before the one retry (level shift 0.3, damping 0.3, twice
             as many iterations from the last density).
         dipole_threshold: |mu| (au) below which beta_parallel is reported undefined (NaN).
+        basis_definition: 'gaussian' (Gaussian's exponents where they differ from PySCF's: the
+            doubled d shell of 6-31G(2d...), QM9's basis; see `molgraph.qm.basis`), 'pyscf', or
+            None = 'gaussian' where it applies, else 'pyscf'.
 
     Returns:
         ResponseResult (see its docstring); `.to_dict()` gives a JSON-ready dict.
@@ -788,7 +805,7 @@ def response_properties(
     timings: dict[str, float] = {}
     try:
         mol, x, conv = build_mole(molecule, basis, charge=charge, basis_convention=basis_convention,
-                                  max_memory=max_memory, verbose=verbose)
+                                  max_memory=max_memory, verbose=verbose, basis_definition=basis_definition)
         try:
             mf = _make_scf(mol, x, xc_resolved, density_fit=density_fit, grids_level=grids_level,
                            conv_tol=conv_tol, conv_tol_grad=conv_tol_grad, max_cycle=max_cycle)
@@ -832,6 +849,7 @@ def response_properties(
         xc_resolved=xc_resolved,
         basis=basis,
         basis_convention=conv,
+        basis_definition=mol.qmlrp_basis_definition,
         method=method,
         charge=int(mol.charge),
         n_atoms=int(mol.natm),

@@ -18,7 +18,7 @@ from qmlrp.explain import load_model, load_relevance, member_dirs, resolve_model
 from ..conftest import tiny_qm9_model
 
 SMALL = dict(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,))
-LABELS = Path(__file__).parent.parent.parent / "data" / "labels" / "beta-b3lyp-6-31g2dfp"
+LABELS = Path(__file__).parent.parent.parent / "data" / "labels" / "beta-b3lyp-6-31g2dfp-pyscf"
 
 
 @pytest.fixture(scope="module")
