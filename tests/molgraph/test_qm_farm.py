@@ -2,6 +2,7 @@
 results written atomically and skipped on rerun, failures recorded and retried only when asked,
 time limit and task timeout, a farm killed with SIGKILL loses nothing finished, collected tables."""
 import json
+from pathlib import Path
 import math
 import os
 import signal
@@ -94,6 +95,20 @@ def test_key_names_level_of_theory_and_code_version():
     assert key != result_key(LabelSpec(xc="b3lyp", basis="6-31g(2df,p)"), version="another engine 2.0")
     assert key != result_key(LabelSpec(xc="b3lyp", basis="6-31g(2df,p)", options={"density_fit": False}))
     assert "pyscf" in code_version()
+
+
+def test_gaussians_exponents_change_the_key_of_qm9s_basis_only():
+    """QM9's 6-31G(2df,p) is run with Gaussian's doubled d shell, recorded in the options (so its
+    labels never mix with those of PySCF's exponents); a basis both define alike keeps the key its
+    labels were made under (the committed 6-31G* set's folder name)."""
+    full = LabelSpec(basis="6-31g(2df,p)")
+    assert full.options == {"basis_definition": "gaussian"}
+    assert result_key(full) != result_key(LabelSpec(basis="6-31g(2df,p)", options={"basis_definition": "pyscf"}))
+    small = LabelSpec(basis="6-31g*")
+    assert small.options == {}
+    committed = Path(__file__).parents[2] / "data" / "labels" / "beta-b3lyp-6-31gs" / "results"
+    if committed.is_dir() and "2.14.0" in code_version():
+        assert [p.name for p in committed.iterdir()] == [result_key(small)]
 
 
 def test_results_written_and_skipped_on_rerun(farm, small, radical, QUIET):
