@@ -52,3 +52,33 @@ def test_publish_builds_a_model_with_its_card_and_changed_files_are_refused(tmp_
     (tmp_path / "cv" / "fold_0" / "domain.npz").unlink()
     assert main(["publish", str(tmp_path / "cv"), "--name", "tiny", "--out", str(tmp_path / "pub")]) == 2
     assert "no applicability domain" in capsys.readouterr().err
+
+
+def test_a_label_model_is_published_with_its_level_and_warns_outside_its_heavy_atoms(tmp_path, monkeypatch, capsys):
+    """A model trained on a QM label table: the card names the table, its level and the heavy-atom
+    range of the training molecules, and `predict` flags a larger molecule as outside."""
+    from molgraph.io import write_xyz
+
+    from .conftest import embed
+
+    labels = Path(__file__).parent.parent / "data" / "labels" / "beta-b3lyp-6-31g2dfp-pyscf"
+    monkeypatch.setenv("QMLRP_CACHE", str(tmp_path / "cache"))
+    cv = tmp_path / "cv"
+    assert main(["cv", "--target", "beta_par_au", "--labels", str(labels / "table.csv"), "--ids", str(labels / "ids.txt"),
+                 "--workers", "1", "--folds", "3", "--only-folds", "0", "--epochs", "1", "--batch-size", "32",
+                 "--atom-hidden", "8", "--pair-hidden", "8", "--readout-hidden", "8", "--head-hidden", "8",
+                 "--out", str(cv)]) == 0
+    assert main(["publish", str(cv), "--name", "tiny-beta", "--out", str(tmp_path / "pub")]) == 0
+    card = json.loads((tmp_path / "pub" / "tiny-beta" / "card.json").read_text())
+    lab = card["labels"]
+    n_ids = len((labels / "ids.txt").read_text().split())
+    assert lab["n_molecules"] == n_ids and lab["xc"] == "b3lyp" and lab["basis"] == "6-31g(2df,p)" and len(lab["sha256"]) == 64
+    assert lab["n_heavy"][0] >= 1 and lab["n_heavy"][1] <= 6
+    text = (tmp_path / "pub" / "tiny-beta" / "MODEL_CARD.md").read_text()
+    assert f"{n_ids} labelled molecules" in text and f"at most {lab['n_heavy'][1]} heavy atoms" in text
+    assert "--labels" in card["command"]
+    big = tmp_path / "big.xyz"
+    write_xyz([embed("CC(C)(C)C(C)(C)C")], big)  # 8 heavy atoms
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "pub" / "tiny-beta"), str(big)]) == 0
+    assert "heavy atoms; the training molecules have" in capsys.readouterr().out

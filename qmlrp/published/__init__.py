@@ -92,12 +92,17 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
                                               if k in cfg0["split"]},
         "inputs": cfg0.get("inputs"), "model": cfg0["model"], "train": cfg0["train"], "per_fold": rows,
         "mae_mean": float(maes.mean()), "mae_std": float(maes.std(ddof=1)) if len(maes) > 1 else None,
-        "command": command or f"qmlrp cv --target {target} --folds {cfg0['split'].get('k')} --epochs "
-                              f"{cfg0['train']['epochs']} --batch-size {cfg0['train']['batch_size']} --out {cv_dir}",
+        "command": command or _command(cfg0, target, cv_dir),
     }
     from molgraph import splits
 
     kf = splits.load_split(cv_dir / "split.json")
+    labels = (cfg0.get("inputs") or {}).get("labels")
+    if labels:
+        info["labels"] = {**_label_level(labels), "n_molecules": int(sum(len(b) for b in kf.bins)),
+                          "n_heavy": _heavy_range(folds)}
+    if cfg0.get("init_from"):
+        info["init_from"] = cfg0["init_from"]
     np.savez_compressed(tmp / SPLIT_FILE, digest=np.array(kf.digest),
                         **{f"bin_{i}": np.asarray(b, dtype=np.int32) for i, b in enumerate(kf.bins)})
     (tmp / "card.json").write_text(json.dumps(info, indent=2))
@@ -106,6 +111,46 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
         shutil.rmtree(dest)
     tmp.rename(dest)
     return info
+
+
+def _command(cfg: dict, target: str, cv_dir: Path) -> str:
+    """The `qmlrp cv` command a CV directory's config says it came from (ids files are not
+    recorded: a label model's command names them by what they hold)."""
+    t = cfg["train"]
+    parts = [f"qmlrp cv --target {target} --folds {cfg['split'].get('k')} --epochs {t['epochs']} --batch-size "
+             f"{t['batch_size']}"]
+    labels = (cfg.get("inputs") or {}).get("labels")
+    if labels:
+        parts.append(f"--labels {labels['table']} --ids <the table's labelled ids>")
+    if t.get("patience", 20) != 20:
+        parts.append(f"--patience {t['patience']}")
+    if cfg.get("init_from"):
+        parts.append(f"--init-from {cfg['init_from']['model']}")
+    parts.append(f"--out {cv_dir}")
+    return " ".join(parts)
+
+
+def _label_level(labels: dict) -> dict:
+    """The label table's record plus the level of theory its rows state (xc, basis, result key)."""
+    import csv
+
+    out = {k: labels.get(k) for k in ("table", "sha256")}
+    path = Path(labels.get("table") or "")
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for col in ("xc", "basis", "key", "code_version"):
+            vals = sorted({r.get(col) for r in rows if r.get(col)})
+            out[col] = vals[0] if len(vals) == 1 else vals
+    return out
+
+
+def _heavy_range(folds) -> list | None:
+    """[min, max] heavy atoms of the fold models' training molecules (their domains)."""
+    from gcnn.domain import Domain
+
+    ranges = [d.n_heavy for d in (Domain.load(f) for f in folds) if d is not None and d.n_heavy is not None]
+    return [min(r[0] for r in ranges), max(r[1] for r in ranges)] if ranges else None
 
 
 BARS = {"alpha_bohr3": (0.227, "0.227 bohr^3"), "zpve_ev": (0.00975, "9.75 meV")}  # the proposal's bars
@@ -118,9 +163,40 @@ _LIMITS = ("Intended use: predictions for QM9-like molecules (neutral, closed-sh
            "the prediction.")
 
 
+def _label_card(info: dict) -> str:
+    """Data section of a model trained on a QM label table (qmlrp label)."""
+    lab = info["labels"]
+    heavy = lab.get("n_heavy")
+    span = f"{heavy[0]}-{heavy[1]} heavy atoms" if heavy else "heavy-atom range not recorded"
+    start = ""
+    if info.get("init_from"):
+        start = (f" Every fold model started from `{info['init_from']['model']}` (targets "
+                 f"{', '.join(info['init_from'].get('targets', []))}; all weights but the output layer), then trained on "
+                 f"the labels.")
+    return (f"Labels: `{lab.get('table')}` (SHA-256 `{lab.get('sha256')}`), computed with `qmlrp label beta` at "
+            f"{lab.get('xc')}/{lab.get('basis')} (result key `{lab.get('key')}`, {lab.get('code_version')}) on QM9's "
+            f"geometries: {lab['n_molecules']} labelled molecules with {span}. Seeded {info['k']}-fold cross-validation "
+            f"within them (split digest `{info['split'].get('kfold_digest')}`): fold K tests on bin K and trains on the "
+            f"rest (10 % of it for validation and early stopping).{start}")
+
+
+def _label_limits(info: dict) -> str:
+    heavy = info["labels"].get("n_heavy")
+    most = heavy[1] if heavy else "?"
+    return (f"Intended use: a first, small-data model of a property no public data set holds at this level. It was "
+            f"trained on {info['labels']['n_molecules']} molecules with at most {most} heavy atoms; QM9 has up to 9. A "
+            f"molecule with more heavy atoms than that lies outside the training domain and `qmlrp predict` says so "
+            f"(\"OUTSIDE the domain: N heavy atoms\"): its error is unknown and likely large. The figures above come "
+            f"from test bins of about {max(1, info['labels']['n_molecules'] // (info['k'] or 10))} molecules each: read "
+            f"their spread, not their last digit. The ensemble spread is disagreement between fold models, not a "
+            f"calibrated error bar. Geometries matter (the model reads 3D distances).")
+
+
 def model_card(info: dict) -> str:
     unit = info["unit"]
     n = len(info["per_fold"])
+    if info.get("labels"):
+        return _model_card_labels(info)
     lines = [f"# {info['name']}: {info['target']} ({unit})\n\n",
              f"A weave network (Molecular Graph input; the Faber-like configuration of qmlrp's `gcnn.WeaveNet`) "
              f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
@@ -148,6 +224,30 @@ def model_card(info: dict) -> str:
                      f"{verdict} it.")
     lines.append("\n")
     lines.append("\n## Intended use and limits\n\n" + _LIMITS + "\n")
+    lines.append("\n## Loading\n\n`gcnn.load(path)` or `qmlrp predict --model NAME`: config.json + weights.pt read with "
+                 "`torch.load(weights_only=True)`, domain.npz with `allow_pickle=False`; a file that does not match "
+                 "checksums.json is refused with the reason.\n")
+    return "".join(lines)
+
+
+def _model_card_labels(info: dict) -> str:
+    unit = info["unit"]
+    n = len(info["per_fold"])
+    lines = [f"# {info['name']}: {info['target']} ({unit})\n\n",
+             f"A weave network (Molecular Graph input; qmlrp's `gcnn.WeaveNet`) trained on QM labels computed in this "
+             f"project; {n} of {info['k']} fold models ship here.",
+             "\n\n## Data and split\n\n", _label_card(info),
+             "\n\n## How it was trained\n\n", f"`{info['command']}`; model {json.dumps(info['model'])}; training "
+             f"{json.dumps({k: info['train'][k] for k in ('epochs', 'batch_size', 'lr', 'lr_factor', 'lr_patience', 'patience')})}.",
+             "\n\n## Figures (each fold's test bin)\n\n",
+             f"| fold | test MAE ({unit}) | RMSE | R^2 | training molecules | test molecules | epochs | minutes |\n"
+             "|---|---:|---:|---:|---:|---:|---:|---:|\n"]
+    for r in info["per_fold"]:
+        lines.append(f"| {r['fold']} | {r['mae']:.5g} | {r['rmse']:.5g} | {r['r2']:.5f} | {r['n_train']} | {r['n_test']} | "
+                     f"{r['epochs']} | {r['training_minutes']} |\n")
+    sd = f" +- {info['mae_std']:.4g}" if info["mae_std"] is not None else " (one fold: no spread yet)"
+    lines.append(f"\nMean test MAE over the shipped folds: {info['mae_mean']:.5g}{sd} {unit}.\n")
+    lines.append("\n## Intended use and limits\n\n" + _label_limits(info) + "\n")
     lines.append("\n## Loading\n\n`gcnn.load(path)` or `qmlrp predict --model NAME`: config.json + weights.pt read with "
                  "`torch.load(weights_only=True)`, domain.npz with `allow_pickle=False`; a file that does not match "
                  "checksums.json is refused with the reason.\n")
