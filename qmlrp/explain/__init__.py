@@ -20,11 +20,11 @@ prediction away from the average training molecule's value.
 from .inputs import Inputs, file_inputs, find_qm9, qm9_inputs, read_ids, split_test_ids
 from .models import LoadedModel, load_model, member_dirs, resolve_model_dir
 from .relevance_pass import composite_for, explain_inputs
-from .statistics import NORMALIZATION, group_statistics
+from .statistics import NORMALIZATION, group_statistics, hydrogen_share
 from .store import (RELEVANCE_FORMAT, MoleculeRelevance, RelevanceSet, load_relevance, offsets_of, read_groups_csv,
                     save_relevance, write_groups_csv)
 
 __all__ = ["Inputs", "file_inputs", "find_qm9", "qm9_inputs", "read_ids", "split_test_ids", "LoadedModel", "load_model",
            "member_dirs", "resolve_model_dir", "composite_for", "explain_inputs", "NORMALIZATION", "group_statistics",
-           "RELEVANCE_FORMAT", "MoleculeRelevance", "RelevanceSet", "load_relevance", "offsets_of", "read_groups_csv",
+           "RELEVANCE_FORMAT", "MoleculeRelevance", "RelevanceSet", "load_relevance", "offsets_of", "read_groups_csv", "hydrogen_share",
            "save_relevance", "write_groups_csv"]

@@ -14,7 +14,7 @@ from .heatmaps import draw_heatmaps, select_representative
 from .inputs import Inputs, file_inputs, label_table_of, qm9_inputs, read_ids, split_test_ids
 from .models import load_model
 from .relevance_pass import explain_inputs, reference_graph
-from .statistics import cancellation, group_statistics
+from .statistics import cancellation, group_statistics, hydrogen_share
 from .store import RelevanceSet, _group_names, save_relevance, write_groups_csv
 
 
@@ -136,6 +136,7 @@ def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, 
                       **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
                          if "reference" in rs.meta else {})},
         "cancellation": cancellation(rs.groups),
+        "hydrogen_share": hydrogen_share(rs.per_atom, rs.elements, rs.offsets),
         "domain": rs.meta.get("domain"),
         "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
         "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),

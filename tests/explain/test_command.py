@@ -245,6 +245,18 @@ def test_group_statistics_definitions():
     assert lo < g[:, 11].mean() < hi and hi - lo < 4 * 12 * 1.96 / np.sqrt(300)
 
 
+def test_hydrogen_share_literal_values():
+    """Molecule 1: C with |R| 1, two H with |R| 1 and 2: share 3/4 on 2/3 of the atoms. Molecule 2
+    has no hydrogen and molecule 3 no relevance: both left out."""
+    per_atom = np.array([1.0, -1.0, 2.0, 5.0, 0.0, 0.0])
+    elements = np.array(["C", "H", "H", "C", "C", "H"])
+    off = np.array([0, 3, 4, 6])
+    h = ex.hydrogen_share(per_atom, elements, off, n_boot=50)
+    assert h["n"] == 1 and h["share"] == pytest.approx(0.75) and h["fraction"] == pytest.approx(2 / 3)
+    assert h["excess"] == pytest.approx(0.75 - 2 / 3) and h["share_ci95"] == pytest.approx([0.75, 0.75])
+    assert ex.hydrogen_share(per_atom[3:5], elements[3:5], np.array([0, 1, 2]))["n"] == 0
+
+
 def test_representative_selection_without_labels():
     n = np.array([5, 9, 9, 12, 20, 9, 7])
     off, poff = ex.offsets_of(n)
