@@ -136,7 +136,7 @@ def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, 
                       **({"label": rs.meta["reference"], "prediction": rs.meta["reference_prediction"]}
                          if "reference" in rs.meta else {})},
         "cancellation": cancellation(rs.groups),
-        "hydrogen_share": hydrogen_share(rs.per_atom, rs.elements, rs.offsets),
+        "hydrogen_share": hydrogen_share(rs),
         "domain": rs.meta.get("domain"),
         "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
         "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),

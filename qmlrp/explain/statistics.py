@@ -166,30 +166,52 @@ def cancellation(groups: np.ndarray) -> dict:
             "n_zero_net": int((~ok).sum())}
 
 
-def hydrogen_share(per_atom: np.ndarray, elements, offsets: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Where the relevance sits, hydrogens against the skeleton: per molecule, the share of
-    sum_i |R_i| held by its hydrogens (R_i: the per-atom relevance, own features plus half of each
-    of the atom's pairs) and the share of its atoms that are hydrogens; their means over the
-    molecules with both hydrogens and relevance, with bootstrap CIs (one set of resamples, so the
-    excess share - fraction is paired). A share well above the fraction says the explained quantity
-    lives on the hydrogens and their bonds (the X-H stretches above 2,600 cm^-1 should); below it,
-    on the skeleton."""
-    r = np.abs(np.asarray(per_atom, dtype=np.float64))
-    el = np.asarray(elements).astype(str)
-    shares, fractions = [], []
-    for m in range(len(offsets) - 1):
-        s, e = int(offsets[m]), int(offsets[m + 1])
-        h = el[s:e] == "H"
-        tot = r[s:e].sum()
-        if h.any() and tot > 0:
-            shares.append(r[s:e][h].sum() / tot)
-            fractions.append(h.mean())
-    if not shares:
+def hydrogen_share(rs, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Where the relevance of a `RelevanceSet` sits, hydrogens against the skeleton, per molecule
+    then averaged over the molecules with hydrogens and relevance (95 % bootstrap CIs; one set of
+    resamples, so each excess = share - fraction is paired):
+
+    - atoms: the share of sum_i |R_i| held by the hydrogens (R_i: the per-atom relevance, own
+      features plus half of each of the atom's pairs) against the share of atoms that are H;
+    - with_pairs: hydrogens *and their pairs*: |own relevance| of the H atoms plus |relevance| of
+      every ordered pair with an H in it, over the same sums for all atoms and pairs, against the
+      share of atoms and pairs that involve an H. The X-H stretches above 2,600 cm^-1 should sit
+      here above their fraction; modes of the skeleton below it.
+    """
+    el = np.asarray(rs.elements).astype(str)
+    own = np.abs(np.asarray(rs.atom_relevance, dtype=np.float64).sum(1))
+    per_atom = np.abs(np.asarray(rs.per_atom, dtype=np.float64))
+    pair = np.abs(np.asarray(rs.pair_relevance, dtype=np.float64).sum(1))
+    rows = []
+    for m in range(len(rs.offsets) - 1):
+        s0, e0 = int(rs.offsets[m]), int(rs.offsets[m + 1])
+        ps, pe = int(rs.pair_offsets[m]), int(rs.pair_offsets[m + 1])
+        n = e0 - s0
+        h = el[s0:e0] == "H"
+        if not h.any() or per_atom[s0:e0].sum() <= 0:
+            continue
+        hp = (h[:, None] | h[None, :]) & ~np.eye(n, dtype=bool)
+        pr = pair[ps:pe].reshape(n, n)
+        off = ~np.eye(n, dtype=bool)
+        tot = own[s0:e0].sum() + pr[off].sum()
+        rows.append([per_atom[s0:e0][h].sum() / per_atom[s0:e0].sum(), h.mean(),
+                     (own[s0:e0][h].sum() + pr[hp].sum()) / tot if tot > 0 else np.nan,
+                     (h.sum() + hp.sum()) / (n + off.sum())])
+    x = np.asarray(rows, dtype=np.float64)
+    x = x[np.isfinite(x).all(1)] if len(x) else x
+    if not len(x):
         return {"n": 0}
-    x = np.column_stack([shares, fractions, np.subtract(shares, fractions)])
-    lo, hi = bootstrap_means(x, n_boot=n_boot, seed=seed)
-    mean = x.mean(0)
-    return {"definition": "per molecule: sum over hydrogens of |per-atom relevance| / sum over atoms (share), "
-                          "hydrogens / atoms (fraction); means over molecules with 95 % bootstrap CIs",
-            "n": len(x), "share": float(mean[0]), "share_ci95": [float(lo[0]), float(hi[0])],
-            "fraction": float(mean[1]), "excess": float(mean[2]), "excess_ci95": [float(lo[2]), float(hi[2])]}
+    cols = np.column_stack([x, x[:, 0] - x[:, 1], x[:, 2] - x[:, 3]])
+    lo, hi = bootstrap_means(cols, n_boot=n_boot, seed=seed)
+    mean = cols.mean(0)
+
+    def part(k_share, k_frac, k_excess):
+        return {"share": float(mean[k_share]), "share_ci95": [float(lo[k_share]), float(hi[k_share])],
+                "fraction": float(mean[k_frac]), "excess": float(mean[k_excess]),
+                "excess_ci95": [float(lo[k_excess]), float(hi[k_excess])]}
+
+    return {"definition": "per molecule, means over molecules with 95 % bootstrap CIs. atoms: sum over H of "
+                          "|per-atom relevance| / sum over atoms, against H atoms / atoms. with_pairs: |own relevance| "
+                          "of H atoms + |relevance| of ordered pairs with an H, over all atoms and pairs, against the "
+                          "share of atoms and pairs that involve an H",
+            "n": len(cols), "atoms": part(0, 1, 4), "with_pairs": part(2, 3, 5)}

@@ -246,15 +246,24 @@ def test_group_statistics_definitions():
 
 
 def test_hydrogen_share_literal_values():
-    """Molecule 1: C with |R| 1, two H with |R| 1 and 2: share 3/4 on 2/3 of the atoms. Molecule 2
-    has no hydrogen and molecule 3 no relevance: both left out."""
-    per_atom = np.array([1.0, -1.0, 2.0, 5.0, 0.0, 0.0])
-    elements = np.array(["C", "H", "H", "C", "C", "H"])
-    off = np.array([0, 3, 4, 6])
-    h = ex.hydrogen_share(per_atom, elements, off, n_boot=50)
-    assert h["n"] == 1 and h["share"] == pytest.approx(0.75) and h["fraction"] == pytest.approx(2 / 3)
-    assert h["excess"] == pytest.approx(0.75 - 2 / 3) and h["share_ci95"] == pytest.approx([0.75, 0.75])
-    assert ex.hydrogen_share(per_atom[3:5], elements[3:5], np.array([0, 1, 2]))["n"] == 0
+    """Molecule 1 (C, H, H): per-atom |R| 1, 1, 2 -> atoms share 3/4 on 2/3 of the atoms. Own
+    relevance 1, 0, 1 and pair relevance 1 on C-H1 and H1-C (the rest 0): with_pairs share
+    (0 + 1 + 2) / (1 + 0 + 1 + 2) = 3/4 against (2 atoms + 6 ordered pairs with an H) / (3 + 6) = 8/9.
+    Molecule 2 has no hydrogen, molecule 3 no relevance: both left out."""
+    n = np.array([3, 1, 2])
+    off, poff = ex.offsets_of(n)
+    atom = np.zeros((off[-1], 21))
+    atom[0, 0], atom[2, 3], atom[3, 0] = 1.0, 1.0, 5.0
+    pair = np.zeros((poff[-1], 13))
+    pair[1, 2], pair[3, 0] = 1.0, 1.0  # molecule 1: pairs (0, 1) and (1, 0)
+    rs = ex.RelevanceSet(np.array(["a", "b", "c"]), n, off, poff, atom, pair, np.array([1.0, -1.0, 2.0, 5.0, 0.0, 0.0]),
+                         np.zeros((3, 12)), np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3),
+                         np.array(["C", "H", "H", "C", "C", "H"]))
+    h = ex.hydrogen_share(rs, n_boot=50)
+    assert h["n"] == 1
+    assert h["atoms"]["share"] == pytest.approx(0.75) and h["atoms"]["fraction"] == pytest.approx(2 / 3)
+    assert h["atoms"]["excess"] == pytest.approx(0.75 - 2 / 3) and h["atoms"]["share_ci95"] == pytest.approx([0.75, 0.75])
+    assert h["with_pairs"]["share"] == pytest.approx(0.75) and h["with_pairs"]["fraction"] == pytest.approx(8 / 9)
 
 
 def test_representative_selection_without_labels():

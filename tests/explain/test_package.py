@@ -201,8 +201,9 @@ def test_references_mean_empty_and_a_molecule(model, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["reference"]["kind"] == "empty" and "reference (empty)" in s["reference"]["explained"]
     assert s["cancellation"]["pooled"] >= 1 and s["cancellation"]["per_molecule_quantiles"]["50"] >= 1
-    hs = s["hydrogen_share"]
-    assert 0 <= hs["share_ci95"][0] <= hs["share"] <= hs["share_ci95"][1] <= 1 and 0 < hs["fraction"] < 1
+    for part in ("atoms", "with_pairs"):
+        hs = s["hydrogen_share"][part]
+        assert 0 <= hs["share_ci95"][0] <= hs["share"] <= hs["share_ci95"][1] <= 1 and 0 < hs["fraction"] < 1
     assert "molecule with no atoms" in (out / "report.html").read_text()
 
 
