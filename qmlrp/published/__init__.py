@@ -193,22 +193,29 @@ def _label_limits(info: dict) -> str:
 
 
 def model_card(info: dict) -> str:
+    """MODEL_CARD.md of a published model: a full-QM9 CV model, or one trained on a QM label table
+    (its data and limits sections say so)."""
     unit = info["unit"]
     n = len(info["per_fold"])
+    train = {k: info["train"][k] for k in ("epochs", "batch_size", "lr", "lr_factor", "lr_patience", "patience")}
     if info.get("labels"):
-        return _model_card_labels(info)
-    lines = [f"# {info['name']}: {info['target']} ({unit})\n\n",
-             f"A weave network (Molecular Graph input; the Faber-like configuration of qmlrp's `gcnn.WeaveNet`) "
-             f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
-             f"ship here" + (" (the rest are still training; the ensemble grows as they finish)." if n < (info["k"] or n)
-                             else "."),
-             "\n\n## Data and split\n\n",
-             f"QM9 from the `qm9pack` wheel (source checksum `{(info.get('inputs') or {}).get('source_checksum', '?')}`), "
-             f"featurizer `{(info.get('inputs') or {}).get('featurizer_version', '?')}`; k-fold split digest "
-             f"`{info['split'].get('kfold_digest')}` (`qmlrp split --k 10` with seed 0 gives it). Fold K tests on bin K "
-             f"and trains on the rest (10 % of it for validation and early stopping).",
-             "\n\n## How it was trained\n\n", f"`{info['command']}`; model {json.dumps(info['model'])}; "
-             f"training {json.dumps({k: info['train'][k] for k in ('epochs', 'batch_size', 'lr', 'lr_factor', 'lr_patience', 'patience')})}.",
+        intro = (f"A weave network (Molecular Graph input; qmlrp's `gcnn.WeaveNet`) trained on QM labels computed in "
+                 f"this project; {n} of {info['k']} fold models ship here.")
+        data, limits = _label_card(info), _label_limits(info)
+    else:
+        intro = (f"A weave network (Molecular Graph input; the Faber-like configuration of qmlrp's `gcnn.WeaveNet`) "
+                 f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
+                 f"ship here" + (" (the rest are still training; the ensemble grows as they finish)."
+                                 if n < (info["k"] or n) else "."))
+        inputs = info.get("inputs") or {}
+        data = (f"QM9 from the `qm9pack` wheel (source checksum `{inputs.get('source_checksum', '?')}`), featurizer "
+                f"`{inputs.get('featurizer_version', '?')}`; k-fold split digest `{info['split'].get('kfold_digest')}` "
+                f"(`qmlrp split --k 10` with seed 0 gives it). Fold K tests on bin K and trains on the rest (10 % of it "
+                f"for validation and early stopping).")
+        limits = _LIMITS
+    lines = [f"# {info['name']}: {info['target']} ({unit})\n\n", intro, "\n\n## Data and split\n\n", data,
+             "\n\n## How it was trained\n\n",
+             f"`{info['command']}`; model {json.dumps(info['model'])}; training {json.dumps(train)}.",
              "\n\n## Figures (each fold's test bin)\n\n",
              f"| fold | test MAE ({unit}) | RMSE | R^2 | training molecules | test molecules | epochs | minutes |\n"
              "|---|---:|---:|---:|---:|---:|---:|---:|\n"]
@@ -223,31 +230,7 @@ def model_card(info: dict) -> str:
         lines.append(f" The proposal's reproduction bar is a 10-fold mean MAE <= {bar[1]}; the shipped folds' mean "
                      f"{verdict} it.")
     lines.append("\n")
-    lines.append("\n## Intended use and limits\n\n" + _LIMITS + "\n")
-    lines.append("\n## Loading\n\n`gcnn.load(path)` or `qmlrp predict --model NAME`: config.json + weights.pt read with "
-                 "`torch.load(weights_only=True)`, domain.npz with `allow_pickle=False`; a file that does not match "
-                 "checksums.json is refused with the reason.\n")
-    return "".join(lines)
-
-
-def _model_card_labels(info: dict) -> str:
-    unit = info["unit"]
-    n = len(info["per_fold"])
-    lines = [f"# {info['name']}: {info['target']} ({unit})\n\n",
-             f"A weave network (Molecular Graph input; qmlrp's `gcnn.WeaveNet`) trained on QM labels computed in this "
-             f"project; {n} of {info['k']} fold models ship here.",
-             "\n\n## Data and split\n\n", _label_card(info),
-             "\n\n## How it was trained\n\n", f"`{info['command']}`; model {json.dumps(info['model'])}; training "
-             f"{json.dumps({k: info['train'][k] for k in ('epochs', 'batch_size', 'lr', 'lr_factor', 'lr_patience', 'patience')})}.",
-             "\n\n## Figures (each fold's test bin)\n\n",
-             f"| fold | test MAE ({unit}) | RMSE | R^2 | training molecules | test molecules | epochs | minutes |\n"
-             "|---|---:|---:|---:|---:|---:|---:|---:|\n"]
-    for r in info["per_fold"]:
-        lines.append(f"| {r['fold']} | {r['mae']:.5g} | {r['rmse']:.5g} | {r['r2']:.5f} | {r['n_train']} | {r['n_test']} | "
-                     f"{r['epochs']} | {r['training_minutes']} |\n")
-    sd = f" +- {info['mae_std']:.4g}" if info["mae_std"] is not None else " (one fold: no spread yet)"
-    lines.append(f"\nMean test MAE over the shipped folds: {info['mae_mean']:.5g}{sd} {unit}.\n")
-    lines.append("\n## Intended use and limits\n\n" + _label_limits(info) + "\n")
+    lines.append("\n## Intended use and limits\n\n" + limits + "\n")
     lines.append("\n## Loading\n\n`gcnn.load(path)` or `qmlrp predict --model NAME`: config.json + weights.pt read with "
                  "`torch.load(weights_only=True)`, domain.npz with `allow_pickle=False`; a file that does not match "
                  "checksums.json is refused with the reason.\n")
