@@ -135,8 +135,8 @@ def _label_level(labels: dict) -> dict:
     import csv
 
     out = {k: labels.get(k) for k in ("table", "sha256")}
-    path = Path(labels.get("table") or "")
-    if path.is_file():
+    path = next((Path(p) for p in (labels.get("table"), labels.get("absolute")) if p and Path(p).is_file()), None)
+    if path is not None:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
         for col in ("xc", "basis", "key", "code_version"):
