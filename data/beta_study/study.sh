@@ -8,13 +8,24 @@
 #                trained on QM9's alpha for 117,747 molecules), then trained on the labels
 #   zpve-init    the same from qm9-zpve: does any pretrained network help, or alpha's in particular?
 #   dae-frozen / dae-fine-tune   the graph autoencoder data/dae/graph_a8_p4 as the input stage
-# Rerunning resumes; finished folds are skipped. Table, CIs and parity plots:
-#   qmlrp cv-compare (see data/beta_study/README.md)
+#   small        from scratch with a network of 16/16 channels, readout 32, head 32 (few labels,
+#                few parameters)
+# The label set grows as the farm goes on, and a CV split belongs to one molecule set: each label
+# count gets its own folder, data/beta_study/n<labelled molecules>/, with a copy of the table it
+# was run on (labels/). Rerunning resumes; finished
+# folds are skipped. Table, CIs and parity plots: qmlrp cv-compare, e.g.
+#   qmlrp cv-compare scratch=$OUT/par_scratch alpha-init=$OUT/par_alpha-init ... \
+#       --labels $L/table.csv --ids $L/ids_all.txt --out $OUT/compare_par
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TQDM_DISABLE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 L=${LABELS:-data/labels/beta-b3lyp-6-31g2dfp}
-OUT=${OUT:-data/beta_study}
+OUT=${OUT:-data/beta_study/n$(grep -c . "$L/ids_all.txt")}
+# a snapshot of the table: the models record its path and SHA-256, and the farm's table moves on
+if [ ! -f "$OUT/labels/table.csv" ]; then
+  mkdir -p "$OUT/labels" && cp "$L/table.csv" "$L/ids.txt" "$L/ids_all.txt" "$OUT/labels/"
+fi
+L=$OUT/labels
 COMMON=(--labels "$L/table.csv" --folds 10 --epochs "${EPOCHS:-300}" --batch-size 16 --patience 40)
 run() {  # name, ids file, target, flags...
   name=$1 ids=$2 target=$3; shift 3
@@ -30,3 +41,4 @@ run alpha_on_all "$L/ids_all.txt" alpha_bohr3
 run par_zpve-init "$L/ids.txt" beta_par_au --init-from qm9-zpve
 run par_dae-frozen "$L/ids.txt" beta_par_au --input-stage data/dae/graph_a8_p4 --freeze
 run par_dae-fine-tune "$L/ids.txt" beta_par_au --input-stage data/dae/graph_a8_p4 --fine-tune
+run par_small "$L/ids.txt" beta_par_au --atom-hidden 16 --pair-hidden 16 --readout-hidden 32 --head-hidden 32
