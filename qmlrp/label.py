@@ -1,6 +1,6 @@
 """`qmlrp label`: QM labels for QM9 molecules with a Dask task farm, and their tables.
 
-    qmlrp label beta --dataset qm9 [--ids FILE] [--max-heavy-atoms K] [--sample N] [--seed S]
+    qmlrp label beta --dataset qm9 [--ids FILE] [--min-heavy-atoms K] [--max-heavy-atoms K] [--sample N] [--seed S]
                      --xc b3lyp --basis "6-31g(2df,p)" --out labels/beta-b3lyp
                      [--workers N] [--threads-per-worker 1] [--scheduler ADDRESS]
                      [--limit-minutes M] [--task-timeout-minutes T] [--order size|id] [--retry-failed]
@@ -8,8 +8,8 @@
     qmlrp label collect labels/beta-b3lyp [--out table.csv] [--key KEY]
     qmlrp label compare A.csv B.csv [--out comparison.json]
 
-The selection filters combine: --ids, then --max-heavy-atoms, then a seeded --sample of what is
-left. Exit status: 0 when every selected molecule has a result, 1 when some failed (listed),
+The selection filters combine: --ids, then --min/--max-heavy-atoms, then a seeded --sample of
+what is left. Exit status: 0 when every selected molecule has a result, 1 when some failed (listed),
 3 when a --limit-minutes run stopped with molecules left to do (rerun to go on), 2 for bad input.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     b.add_argument("--dataset", default="qm9", choices=["qm9"], help="molecules to label (qm9: the embedded QM9)")
     b.add_argument("--ids", help="file of QM9 ids (spaces, commas or newlines)")
     b.add_argument("--max-heavy-atoms", type=int, help="only molecules with at most K non-H atoms")
+    b.add_argument("--min-heavy-atoms", type=int, help="only molecules with at least K non-H atoms (with --sample: "
+                   "e.g. --min-heavy-atoms 7 --sample 150, a seeded sample of the large molecules)")
     b.add_argument("--sample", type=int, help="a seeded random sample of N of the selected molecules")
     b.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     b.add_argument("--xc", default="b3lyp", help="'hf' or a functional PySCF knows (default b3lyp, Gaussian's = QM9's)")
@@ -100,11 +102,12 @@ def cmd_label_beta(args) -> int:
         ids = _read_ids(args.ids) if args.ids else None
         spec = LabelSpec(xc=args.xc, basis=args.basis, method=args.method, threads=args.threads_per_worker,
                          options=_engine_options(args.engine_option))
-        for name in ("workers", "sample", "max_heavy_atoms"):
+        for name in ("workers", "sample", "max_heavy_atoms", "min_heavy_atoms"):
             v = getattr(args, name)
-            if v is not None and v < (0 if name == "max_heavy_atoms" else 1):
+            if v is not None and v < (0 if name.endswith("heavy_atoms") else 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        mols, missing = qm9_molecules(ids=ids, max_heavy_atoms=args.max_heavy_atoms, sample=args.sample, seed=args.seed)
+        mols, missing = qm9_molecules(ids=ids, max_heavy_atoms=args.max_heavy_atoms, sample=args.sample, seed=args.seed,
+                                      min_heavy_atoms=args.min_heavy_atoms)
     except (ValueError, FileNotFoundError) as exc:
         return _err("beta", str(exc))
     for m in missing:

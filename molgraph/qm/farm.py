@@ -125,11 +125,13 @@ def n_heavy(mol: Molecule) -> int:
 
 # ----------------------------------------------------------------------------- QM9 molecules
 def qm9_molecules(ids: Iterable[int] | None = None, max_heavy_atoms: int | None = None,
-                  sample: int | None = None, seed: int = 0) -> tuple[list[Molecule], list[dict]]:
+                  sample: int | None = None, seed: int = 0,
+                  min_heavy_atoms: int | None = None) -> tuple[list[Molecule], list[dict]]:
     """QM9 molecules from the embedded qm9pack data, with exact coordinates and QM9's properties.
 
-    Filters apply in turn: `ids` (QM9 ids), `max_heavy_atoms` (non-H atoms), then a seeded random
-    `sample` of N of what is left. Returns (molecules in id order, requested ids that are not in
+    Filters apply in turn: `ids` (QM9 ids), `min_heavy_atoms` / `max_heavy_atoms` (non-H atoms),
+    then a seeded random `sample` of N of what is left (e.g. min 7, max 9, sample 150: the issue's
+    sample of the molecules QM9 is made of). Returns (molecules in id order, requested ids that are not in
     the data, each {'id', 'reason'}).
     """
     from .. import qm9_sources as src
@@ -145,9 +147,10 @@ def qm9_molecules(ids: Iterable[int] | None = None, max_heavy_atoms: int | None 
         if wanted is not None and qid not in wanted:
             continue
         seen.add(qid)
-        if max_heavy_atoms is not None:
+        if max_heavy_atoms is not None or min_heavy_atoms is not None:
             heavy = sum(s.strip(" '\"") not in ("H", "h") for s in row["Elements"].strip("[]").split(","))
-            if heavy > max_heavy_atoms:
+            if (max_heavy_atoms is not None and heavy > max_heavy_atoms) or (
+                    min_heavy_atoms is not None and heavy < min_heavy_atoms):
                 continue
         mols.append(src.molecule_from_qm9pack_row(row))
     missing = []

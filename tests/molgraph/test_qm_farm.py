@@ -79,6 +79,10 @@ def test_selection_of_qm9_molecules():
     assert mols[2].properties["mu_debye"] == pytest.approx(1.8511)
     few, _ = qm9_molecules(max_heavy_atoms=2)
     assert len(few) == 8 and max(sum(e != "H" for e in m.elements) for m in few) == 2
+    two, _ = qm9_molecules(min_heavy_atoms=2, max_heavy_atoms=2)  # the two filters combine
+    assert len(two) == 5 and {sum(e != "H" for e in m.elements) for m in two} == {2}
+    big, _ = qm9_molecules(ids=range(1, 3000), min_heavy_atoms=7, sample=4, seed=0)
+    assert len(big) == 4 and min(sum(e != "H" for e in m.elements) for m in big) >= 7
     a, _ = qm9_molecules(ids=range(1, 40), sample=5, seed=1)
     b, _ = qm9_molecules(ids=range(1, 40), sample=5, seed=1)
     assert [m.name for m in a] == [m.name for m in b] and len(a) == 5
