@@ -57,6 +57,11 @@ def write_report(out: Path, s: dict) -> Path:
                       + (" (e.g. " + "; ".join(f"{_e(k)}: {_e(v[0])}" for k, v in first) + ")" if first else "")
                       + "; their relevance explains an extrapolation.")
     cancel_txt += domain_txt
+    hs = (s.get("hydrogen_share") or {}).get("atoms")
+    if hs:
+        cancel_txt += (f" Hydrogens hold {100 * hs['share']:.1f} % {_ci([100 * c for c in hs['share_ci95']], 3)} of the "
+                       f"absolute per-atom relevance and are {100 * hs['fraction']:.1f} % of the atoms (mean over "
+                       f"molecules).")
     if ref.get("kind", "mean") != "mean":
         what = ("the molecule with no atoms (the network's constant part)" if ref["kind"] == "empty"
                 else f"the reference {_e(ref.get('label', ''))}")

@@ -204,7 +204,8 @@ def test_references_mean_empty_and_a_molecule(model, tmp_path):
     for part in ("atoms", "with_pairs"):
         hs = s["hydrogen_share"][part]
         assert 0 <= hs["share_ci95"][0] <= hs["share"] <= hs["share_ci95"][1] <= 1 and 0 < hs["fraction"] < 1
-    assert "molecule with no atoms" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "molecule with no atoms" in report and "Hydrogens hold" in report
 
 
 def _ids_file(tmp_path, ids):
