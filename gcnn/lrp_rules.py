@@ -14,9 +14,17 @@ point (pyproject.toml); gcnn itself never imports lrp.
   DEFAULT_HISTOGRAM_RULE ('rescale') is the one RULES registers; 'pass' stays reachable
   (`qmlrp explain --histogram-rule pass`, or Composite.with_rules({GaussianHistogram:
   HISTOGRAM_RULES['pass']})).
+- FlattenGraph (gcnn.flat): a selection of input entries -> the plain gradient (Gradient) returns
+  each entry's relevance to it.
+- PaddingSlots (gcnn.flat): the flat network's empty slots -> relevance of real slots passes to
+  them, that of empty slots is absorbed (reported under the module's name, 'padding').
 """
+from dataclasses import dataclass
+
+import torch
 from lrp import rules
 
+from .flat import FlattenGraph, PaddingSlots
 from .layers import Add, AtomSum, BothOrders, GaussianHistogram, Mask, PairSum
 
 
@@ -42,8 +50,30 @@ def histogram_rule(name: str):
         raise ValueError(f"unknown histogram rule {name!r}; valid: {', '.join(HISTOGRAM_RULES)}") from None
 
 
+@dataclass(frozen=True, repr=False)
+class Slots(rules.Rule):
+    """y = where(slots, x, constant): R_x = R_y on the slots, 0 elsewhere; the relevance of the
+    other entries (and of a slot where x = 0) is absorbed by the module."""
+
+    def apply(self, module, inputs, output, ctx):
+        x, slots = inputs[0], inputs[1]
+        yd = output.detach()
+
+        def back(g):
+            r = g * yd
+            keep = slots & (x.detach() != 0)
+            gx = torch.where(keep, rules.safe_divide(r, x.detach()), torch.zeros_like(r))
+            if ctx.track:
+                ctx.add_absorbed(module, r.masked_fill(keep, 0.0).reshape(r.shape[0], -1).sum(1))
+            return None, gx
+
+        return rules.route(back, output, x)
+
+
 RULES = [
     ((PairSum, AtomSum, BothOrders, Add), rules.Norm()),
     (Mask, rules.Pass()),
     (GaussianHistogram, HISTOGRAM_RULES[DEFAULT_HISTOGRAM_RULE]),
+    (FlattenGraph, rules.Gradient()),
+    (PaddingSlots, Slots()),
 ]

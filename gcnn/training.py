@@ -28,6 +28,7 @@ from torch import nn
 
 from molgraph.storage import atomic_torch_save, atomic_write_text, sha256_file
 
+from .flat import build_model, config_from_json
 from .model import WeaveConfig, WeaveNet
 
 
@@ -341,11 +342,13 @@ class Trainer:
         if world > 1 and device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         main = rank == 0  # only the main process writes files
-        net = WeaveNet(self.model_config).to(device)  # the module whose weights are saved
+        net = build_model(self.model_config).to(device)  # the module whose weights are saved
         if self.input_stage_state is not None:
             if net.input_stage is None:
                 raise ValueError("input_stage_state given but the model config has no input_stage")
             net.input_stage.load_state_dict(self.input_stage_state)
+            if hasattr(net, "sync_padding"):  # a flat network's empty slots follow the stage's standardization
+                net.sync_padding()
         if self.init_state is not None:
             missing, unexpected = net.load_state_dict(self.init_state, strict=False)
             if unexpected:
@@ -702,9 +705,9 @@ def _load_one(model_dir: Path, device: str):
     if missing:
         raise ValueError(f"{cfg_path}: missing key(s) {', '.join(missing)}")
     if not isinstance(cfg["model"], dict):
-        raise ValueError(f"{cfg_path}: 'model' must be an object of WeaveNet settings, got {type(cfg['model']).__name__}")
+        raise ValueError(f"{cfg_path}: 'model' must be an object of network settings, got {type(cfg['model']).__name__}")
     try:
-        model = WeaveNet(WeaveConfig.from_json(cfg["model"]))
+        model = build_model(config_from_json(cfg["model"]))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{cfg_path}: key 'model': {exc}") from None
     for key in ("mean", "std"):

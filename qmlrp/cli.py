@@ -228,6 +228,14 @@ def _model_config(args, **extra):
     import gcnn
 
     head = tuple(int(h) for h in str(args.head_hidden).split(",") if h.strip())
+    if getattr(args, "architecture", None) == "flat" or extra.get("architecture") == "flat":
+        weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128}
+        changed = [k for k, v in weave_only.items() if getattr(args, k) != v]
+        if changed:
+            raise ValueError(f"--{changed[0].replace('_', '-')} is a weave network setting; the flat network "
+                             f"(--architecture flat) has only --head-hidden")
+        extra.pop("architecture", None)
+        return gcnn.FlatConfig(head_hidden=head, n_outputs=_train_config(args).n_outputs, **extra)
     return gcnn.WeaveConfig(atom_hidden=args.atom_hidden, pair_hidden=args.pair_hidden, n_layers=args.layers,
                             readout_hidden=args.readout_hidden, head_hidden=head,
                             n_outputs=_train_config(args).n_outputs, **extra)
@@ -247,11 +255,20 @@ def _input_stage(args):
     from . import autoencoder
 
     variant, ae, cfg = autoencoder.load(args.input_stage)
-    if variant != "graph":
-        raise ValueError(f"{args.input_stage}: a {variant!r} autoencoder codes whole molecules; the weave network's input "
-                         f"stage needs the 'graph' variant (codes per atom and pair)")
-    model_config = _model_config(args, input_stage=ae.config(), freeze_input_stage=bool(args.freeze))
-    state = ae.encoder().state_dict()
+    if variant == "flat":  # the flat code in front of a fully connected network
+        if getattr(args, "architecture", None) == "weave":
+            raise ValueError(f"{args.input_stage}: a 'flat' autoencoder codes whole molecules; the weave network's "
+                             f"input stage needs the 'graph' variant (codes per atom and pair); drop --architecture "
+                             f"weave to put it in front of the flat network")
+        model_config = _model_config(args, architecture="flat", input_stage=ae.config(),
+                                     freeze_input_stage=bool(args.freeze))
+        state = ae.encoder.state_dict()
+    else:
+        if getattr(args, "architecture", None) == "flat":
+            raise ValueError(f"{args.input_stage}: a 'graph' autoencoder codes atoms and pairs, the input of the weave "
+                             f"network; the flat network's input stage is a 'flat' one (qmlrp dae train --variant flat)")
+        model_config = _model_config(args, input_stage=ae.config(), freeze_input_stage=bool(args.freeze))
+        state = ae.encoder().state_dict()
     record = {"autoencoder": str(args.input_stage), "weights_sha256": sha256_file(Path(args.input_stage) / "weights.pt"),
               "mode": "frozen" if args.freeze else "fine-tuned"}
     return model_config, {"input_stage_state": state, "input_stage_record": record}
@@ -619,8 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")
-        p.add_argument("--input-stage", metavar="DAE_DIR", help="put a trained autoencoder's encoders (qmlrp dae train, "
-                       "graph variant) in front of the weave network")
+        arch.add_argument("--architecture", choices=("weave", "flat"), help="weave (default): the weave network; flat: "
+                          "the flattened Molecular Graph (29 atom slots, the proposal's 5,887-long vector) read by a "
+                          "fully connected network of --head-hidden widths (gcnn.FlatNet); implied by a flat --input-stage")
+        p.add_argument("--input-stage", metavar="DAE_DIR", help="put a trained autoencoder's encoders (qmlrp dae train) "
+                       "in front of the network: a graph autoencoder's per atom and pair in front of the weave "
+                       "network, a flat one's in front of the flat network")
         p.add_argument("--init-from", metavar="MODEL", help="start from a trained model's weights (published name, model or "
                        "CV directory: its first fold), all but the output layer, with its architecture: fine-tuning "
                        "from another target, e.g. --init-from qm9-alpha for beta_par_au")

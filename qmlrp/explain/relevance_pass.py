@@ -107,7 +107,7 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
     chunks = [order[i:i + batch_size] for i in range(0, len(n), batch_size)]
     composite = composite_for(rule, histogram_rule)
     below = _pooled_module(net)
-    n_bins = net.config.n_gaussians
+    pools = hasattr(net, "mask_histogram")  # a weave network sums atoms' histograms; a flat one has no pooling
     for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
         graphs = [graph(int(i)) for i in idx]
         b = collate([g.with_targets({}) for g in graphs])
@@ -115,7 +115,8 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
         seen = {}
         # the hook also keeps the forward on the module-by-module path (the fused readout is skipped
         # when a hook watches it), so g is bit for bit the pooled vector the LRP pass below sees
-        hook = net.mask_histogram.register_forward_hook(lambda mod, inp, o: seen.__setitem__("h", o.detach()))
+        hook = (net.mask_histogram.register_forward_hook(lambda mod, inp, o: seen.__setitem__("h", o.detach()))
+                if pools else None)
         try:
             with torch.no_grad():
                 g = net.pooled(*x)
@@ -133,11 +134,17 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
                 absorbed_by = {"head": explained - r_g.sum(1)}  # round-off only: the difference rule is exact
             e = lrp.explain(below, x, composite, target=r_g, track_absorbed=True)
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         absorbed_by.update({k.removeprefix("net."): v for k, v in e.absorbed_by.items()})
-        hist = seen["h"]  # (B, N, R, n): each atom's masked histogram; pooled = its sum over atoms
-        mult = torch.where(g != 0, r_g / torch.where(g != 0, g, torch.ones_like(g)), torch.zeros_like(g))
-        contribution = (hist * mult.reshape(len(idx), 1, -1, n_bins)).sum((2, 3))
+        if pools:
+            hist = seen["h"]  # (B, N, R, n): each atom's masked histogram; pooled = its sum over atoms
+            mult = torch.where(g != 0, r_g / torch.where(g != 0, g, torch.ones_like(g)), torch.zeros_like(g))
+            contribution = (hist * mult.reshape(len(idx), 1, -1, net.config.n_gaussians)).sum((2, 3))
+        else:  # no pooling over atoms: an atom's contribution is its input relevance (own + half its pairs)
+            from molgraph.relevance import per_atom
+
+            contribution = per_atom(e.relevance[0], e.relevance[1])
         absorbed = sum(absorbed_by.values()) if absorbed_by else torch.zeros_like(explained)
         yield idx, graphs, BatchRelevance(tuple(e.relevance), out, explained, absorbed, absorbed_by, contribution, g)
 
@@ -197,17 +204,23 @@ def reference_pooled(net, reference: str | object = "mean"):
 
     if isinstance(reference, str) and reference == "mean":
         return None
-    d = net.config.readout_hidden * net.config.n_gaussians
+    pools = hasattr(net, "mask_histogram")
     if isinstance(reference, str) and reference == "empty":
-        return torch.zeros(1, d)
+        if pools:
+            return torch.zeros(1, net.config.readout_hidden * net.config.n_gaussians)
+        with torch.no_grad():  # a flat network: the vector its head reads for all-empty slots
+            return net.pooled(torch.zeros(1, 1, net.config.n_atom_features),
+                              torch.zeros(1, 1, 1, net.config.n_pair_features), torch.zeros(1, 1, dtype=torch.bool))
     if hasattr(reference, "atom_features"):
         bt = collate([reference.with_targets({})])
-        hook = net.mask_histogram.register_forward_hook(lambda *_: None)  # the module path, as in the pass
+        # the module path, as in the pass
+        hook = net.mask_histogram.register_forward_hook(lambda *_: None) if pools else None
         try:
             with torch.no_grad():
                 return net.pooled(bt.atom_features, bt.pair_features, bt.atom_mask)
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
     raise ValueError(f"unknown reference {reference!r}; valid: mean, empty, or a molecule file")
 
 
@@ -291,8 +304,11 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                              "target units (LRP started from std_k x standardized output k on the selected k)"}
                if lm.is_vector else {}),
             "per_atom": "own atom features + half of each pair (i, j) and (j, i)",
-            "atom_contribution": "each atom's relevance at the pooling (its histogram's share of the summed "
-                                 "histograms the head reads), before the rules below the pooling"}
+            "atom_contribution": ("each atom's relevance at the pooling (its histogram's share of the summed "
+                                  "histograms the head reads), before the rules below the pooling"
+                                  if hasattr(lm.net, "mask_histogram") else
+                                  "a flat network has no pooling over atoms: each atom's input relevance (own "
+                                  "features + half of its pairs); the empty slots' share is absorbed_by['padding']")}
     meta["domain"] = None if domain is None else {
         "threshold": domain.threshold, "n_outside": len(outside), "n_molecules": m_count,
         "score_quantiles": {q: float(np.nanpercentile(domain_score, q)) for q in (50, 90, 99)} if m_count else {},
