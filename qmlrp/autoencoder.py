@@ -456,12 +456,20 @@ def code_relevance(net, batch, composite="weave", reference=None) -> dict:
     """LRP relevance of every code unit of a weave network with an autoencoder input stage, for
     a MolBatch: the network after its input stage explained on the (masked) codes. Returns
     {'atoms': (B, N, n_atom_code), 'pairs': (B, N, N, n_pair_code), 'explanation': the lrp
-    Explanation}; per molecule, the code relevance and the absorbed parts add up to the
+    Explanation} ({'code': (B, n_code), ...} for a flat network, whose code is one per molecule); per molecule, the code relevance and the absorbed parts add up to the
     explained output (see `lrp.Explanation.conservation_error`)."""
     import lrp
 
     if getattr(net, "input_stage", None) is None:
         raise ValueError("the network has no autoencoder input stage (train it with --input-stage)")
+    if not hasattr(net, "masks"):  # a flat network (gcnn.FlatNet): its head explained on the molecule's code
+        dtype = next(net.parameters()).dtype
+        with torch.no_grad():
+            code = net.pooled(batch.atom_features.to(dtype), batch.pair_features.to(dtype), batch.atom_mask)
+        head = torch.nn.Sequential()
+        head.add_module("head", net.head)  # named as in the network, so the composite gives the same rules
+        e = lrp.explain(head, code, composite, reference=reference, track_absorbed=True)  # reference: a code
+        return {"code": e.relevance, "explanation": e}
     mask, pair_mask = net.masks(batch.atom_mask)
     dtype = next(net.parameters()).dtype
     with torch.no_grad():
@@ -498,7 +506,7 @@ def add_parser(sub) -> None:
     i.add_argument("model", help="directory written by qmlrp dae train")
     i.add_argument("--n-test", type=int, default=2000, help="molecules of fold 0's test bin to evaluate (default 2000)")
     i.set_defaults(func=cmd_inspect)
-    r = acts.add_parser("relevance", help="LRP relevance of each code unit of a weave network with an autoencoder input stage")
+    r = acts.add_parser("relevance", help="LRP relevance of each code unit of a network with an autoencoder input stage (weave: per atom and pair; flat: per molecule), with bootstrap CIs of the shares")
     _dataset_args(r)
     r.add_argument("model", help="model directory of qmlrp train --input-stage")
     r.add_argument("--n-test", type=int, default=1000, help="molecules of fold 0's test bin (default 1000)")
@@ -609,31 +617,43 @@ def cmd_relevance(args) -> int:
     ds = _load(args)
     test = ds.subset(np.sort(np.random.default_rng(0).permutation(fold0(ds).test)[: args.n_test]))
     net = net.double().eval()
-    sums = {"atoms": 0, "pairs": 0}
-    abs_ = {"atoms": 0, "pairs": 0}
+    parts = (("code", ()),) if isinstance(net, gcnn.FlatNet) else (("atoms", (1,)), ("pairs", (1, 2)))
+    per_mol = {part: [] for part, _ in parts}  # (B, units) relevance of each unit per molecule
     err = 0.0
     for s in range(0, len(test), 128):
         b = read_batch(test, np.arange(s, min(s + 128, len(test))))
         r = code_relevance(net, b, args.rule)
-        for part, dims in (("atoms", (1,)), ("pairs", (1, 2))):
-            per_mol = r[part].sum(dim=dims)  # (B, units)
-            sums[part] = sums[part] + per_mol.sum(0)
-            abs_[part] = abs_[part] + per_mol.abs().sum(0)
+        for part, dims in parts:
+            per_mol[part].append((r[part].sum(dim=dims) if dims else r[part]).numpy())
         err = max(err, float(r["explanation"].conservation_error().max()))
+    per_mol = {k: np.concatenate(v) for k, v in per_mol.items()}
     n = len(test)
-    total = float(abs_["atoms"].sum() + abs_["pairs"].sum())
+    sums = {k: v.sum(0) for k, v in per_mol.items()}
+    abs_ = {k: np.abs(v).sum(0) for k, v in per_mol.items()}
+    total = float(sum(a.sum() for a in abs_.values()))
+    # 95 % bootstrap intervals of each unit's share of the summed |relevance| (molecules resampled)
+    absall = np.concatenate([np.abs(per_mol[part]) for part, _ in parts], axis=1)  # (n, all units)
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(200):
+        t = absall[rng.integers(0, n, n)].sum(0)
+        boot.append(t / t.sum())
+    lo, hi = np.percentile(np.array(boot), [2.5, 97.5], axis=0)
     scale = float(wrapped.std[0])
     unit = pred.units[pred.targets[0]]
     print(f"code-unit relevance of {args.model} ({pred.targets[0]}, composite {args.rule}, {n} molecules of fold 0's "
           f"test bin; in {unit} after multiplying by the target std {scale:.4g}; max conservation error "
           f"{err * scale:.2g} {unit})")
-    print(f"{'unit':10s} {'mean R':>10s} {'mean |R|':>10s} {'share':>7s}")
+    print(f"{'unit':10s} {'mean R':>10s} {'mean |R|':>10s} {'share':>7s}  95% CI")
     rows = []
-    for part in ("atoms", "pairs"):
+    for part, _ in parts:
         for u in range(len(sums[part])):
             m, a = float(sums[part][u]) / n * scale, float(abs_[part][u]) / n * scale
-            rows.append({"unit": f"{part} {u}", "mean": m, "mean_abs": a, "share": float(abs_[part][u]) / total})
-            print(f"{part + ' ' + str(u):10s} {m:10.3f} {a:10.3f} {rows[-1]['share']:7.1%}")
+            k = len(rows)
+            rows.append({"unit": f"{part} {u}", "mean": m, "mean_abs": a, "share": float(abs_[part][u]) / total,
+                         "share_ci": [float(lo[k]), float(hi[k])]})
+            print(f"{part + ' ' + str(u):10s} {m:10.3f} {a:10.3f} {rows[-1]['share']:7.1%}  "
+                  f"{lo[k]:.1%}-{hi[k]:.1%}")
     atomic_write_text(Path(args.model) / "code_relevance.json", json.dumps({"composite": args.rule, "n_molecules": n,
                       "unit": unit, "units": rows, "max_conservation_error": err * scale}, indent=2))
     return 0

@@ -153,6 +153,11 @@ def test_cli_trains_loads_and_explains_flat_networks(data, tmp_path, capsys):
                  "--out", str(out), "--heatmaps", "1", "--faithfulness", "0", "--bootstrap", "20", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_molecules"] > 0
+    assert main(["dae", "relevance", str(tmp_path / "freeze"), "--n-test", "20", *args]) == 0
+    rel = json.loads((tmp_path / "freeze" / "code_relevance.json").read_text())
+    assert [u["unit"] for u in rel["units"]] == [f"code {k}" for k in range(6)] and rel["max_conservation_error"] < 1e-6
+    assert abs(sum(u["share"] for u in rel["units"]) - 1) < 1e-9
+    assert all(u["share_ci"][0] <= u["share"] <= u["share_ci"][1] for u in rel["units"])
     capsys.readouterr()
     assert main(["train", "--target", "alpha_bohr3", "--input-stage", str(ae_dir), "--architecture", "weave",
                  "--epochs", "1", "--out", str(tmp_path / "x"), *args]) == 2

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The flat design in front of a fully connected network (issue 13), next to the weave arms of
+# data/dae/study.sh on the same molecules: alpha on N molecules of fold 0's training bins (the
+# split files study.sh writes: seed 0, 1,000 validation molecules pick the epoch), figures on fold
+# 0's whole test bin (13,084 molecules). The flat autoencoder 5887-512-64 is trained like the graph
+# one the weave arms use (20,000 molecules of fold 0's training bins, 12 epochs). Three arms:
+# the flat network on the raw flattened graph (--architecture flat), with the flat encoder frozen
+# in front, and the same fine-tuned. Rerunning resumes; finished runs are skipped. The flat
+# encoder's weights (12 MB, and every flat-stage model's) are not committed; rerun to rebuild.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+AE=${AE:-data/dae/flat_512_64}
+[ -f "$AE/metrics.json" ] || qmlrp dae train --variant flat --out "$AE" --train-size 20000 --epochs 12 \
+  ${LIMIT:+--limit-minutes $LIMIT}
+[ -f "$AE/metrics.json" ] || exit 0  # stopped by the time limit: rerun to go on
+[ -f "$AE/inspect.txt" ] || qmlrp dae inspect "$AE" --n-test 2000 > "$AE/inspect.txt"
+for n in ${SIZES:-1000 5000}; do
+  split=data/dae/study/split_n${n}.json
+  [ -f "$split" ] || { echo "$split is missing: run data/dae/study.sh first (SIZES=$n)"; exit 1; }
+  epochs=$([ "$n" = 1000 ] && echo 40 || echo 25)
+  for arm in scratch frozen fine-tune; do
+    out=data/dae/study/alpha_n${n}_flat_${arm}
+    [ -f "$out/metrics.json" ] && continue
+    extra=(--architecture flat)
+    [ "$arm" = frozen ] && extra=(--input-stage "$AE" --freeze)
+    [ "$arm" = fine-tune ] && extra=(--input-stage "$AE" --fine-tune)
+    qmlrp train --target alpha_bohr3 --split "$split" --epochs "$epochs" --batch-size 64 --out "$out" "${extra[@]}" \
+      ${LIMIT:+--limit-minutes $LIMIT}
+  done
+done
