@@ -148,8 +148,23 @@ def fit_standardization(model, variant: str, ds, indices: np.ndarray) -> None:
         model.atoms.fit_standardization(a)
         model.pairs.fit_standardization(p)
     else:
-        x, w = flat_rows(b, _max_atoms_of(model.sizes[0]))
-        model.fit_standardization(x, w)
+        set_flat_standardization(model, *graph_rows(b))
+
+
+@torch.no_grad()
+def set_flat_standardization(model: "dae.TiedAutoencoder", atoms: torch.Tensor, pairs: torch.Tensor) -> None:
+    """A flat autoencoder's standardization from the statistics of each feature over all real
+    atoms (pairs) of the data, the same for every slot. Per-slot statistics would be estimated
+    from the few molecules that fill the last slots (29-atom molecules are rare), and a slot's
+    tiny std then blows held-out values up by orders of magnitude."""
+    max_atoms = _max_atoms_of(model.sizes[0])
+    n_pairs = max_atoms * (max_atoms - 1) // 2
+    mean = torch.cat([atoms.mean(0).repeat(max_atoms), pairs.mean(0).repeat(n_pairs)])
+    std = torch.cat([atoms.std(0, unbiased=False).repeat(max_atoms), pairs.std(0, unbiased=False).repeat(n_pairs)])
+    cont = model._kinds.continuous()
+    s = model.standardize
+    s.mean.copy_(torch.where(cont, mean, torch.zeros_like(mean)))
+    s.std.copy_(torch.where(cont & (std > 1e-8), std, torch.ones_like(std)))
 
 
 # ------------------------------------------------------------------------------ training

@@ -79,6 +79,22 @@ def test_flat_variant_trains_and_reports(data, tmp_path):
     assert set(m) == set(FEATURE_GROUPS) and all(v["n"] > 0 for v in m.values())
 
 
+def test_flat_standardization_is_per_feature_not_per_slot(data):
+    """Every slot of one feature gets that feature's statistics over all real atoms (pairs)."""
+    _, ds = data
+    model = A.DAEConfig(variant="flat", flat_sizes=(5887, 16, 4)).build()
+    A.fit_standardization(model, "flat", ds, np.arange(len(ds)))
+    a, p = A.graph_rows(ds.batch(np.arange(len(ds))))
+    s = model.standardize
+    dist = [g for g in FEATURE_GROUPS.values() if g.kind == "pair" and FEATURE_KINDS[g.name] == "continuous"][0]
+    k = dist.indices[0]
+    slots = 21 * 29 + 13 * np.arange(29 * 28 // 2) + k
+    np.testing.assert_allclose(s.mean[slots].numpy(), float(p[:, k].mean()), rtol=1e-5)
+    np.testing.assert_allclose(s.std[slots].numpy(), float(p[:, k].std(unbiased=False)), rtol=1e-5)
+    onehot = [g for g in FEATURE_GROUPS.values() if g.kind == "atom" and FEATURE_KINDS[g.name] != "continuous"][0]
+    assert float(s.mean[onehot.indices[0]]) == 0 and float(s.std[onehot.indices[0]]) == 1
+
+
 def test_tampered_weights_are_refused(trained, tmp_path):
     import shutil
 

@@ -140,6 +140,7 @@ def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, 
         "domain": rs.meta.get("domain"),
         "explained_mean": float(rs.explained.mean()), "absorbed_mean": float(rs.absorbed.mean()),
         "absorbed_mean_abs": float(np.abs(rs.absorbed).mean()),
+        "absorbed_by": rs.meta.get("absorbed_by"),
         "max_conservation_error": float(conservation.max()),
         "group_names": list(_group_names()),
         "definitions": {

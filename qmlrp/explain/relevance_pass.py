@@ -258,6 +258,8 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
     domain = Domain.load(lm.model_dir)  # None for models from before domains were recorded
     domain_score = np.full(m_count, np.nan)
     outside: dict[str, list[str]] = {}
+    absorbed_sum: dict[str, float] = {}
+    absorbed_abs: dict[str, float] = {}
     for idx, graphs, e in relevance_batches(lm.net, inputs.graph, n, rule, histogram_rule, target, batch_size,
                                             progress, reference=ref_pooled):
         ra = e.relevance[0].double() * scale  # (B, N, 21)
@@ -291,6 +293,9 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
             pred[idx] = out * lm.std + lm.mean
         explained[idx] = e.explained.double().numpy() * scale
         absorbed[idx] = e.absorbed.double().numpy() * scale
+        for name, v in e.absorbed_by.items():  # summed over molecules, module by module
+            absorbed_sum[name] = absorbed_sum.get(name, 0.0) + float(v.double().sum()) * scale
+            absorbed_abs[name] = absorbed_abs.get(name, 0.0) + float(v.double().abs().sum()) * scale
     ref_label = reference if isinstance(reference, str) else f"molecule {getattr(reference, 'name', '') or '?'}"
     ref_value = (ref_out.numpy()[0] * (lm.stds if lm.is_vector else lm.std) +
                  (lm.means if lm.is_vector else lm.mean))
@@ -309,6 +314,12 @@ def explain_inputs(lm: LoadedModel, inputs: Inputs, rule: str, batch_size: int =
                                   if hasattr(lm.net, "mask_histogram") else
                                   "a flat network has no pooling over atoms: each atom's input relevance (own "
                                   "features + half of its pairs); the empty slots' share is absorbed_by['padding']")}
+    # what each module keeps (biases, stabilizers; a flat network's empty slots under 'padding'), per
+    # molecule, against the mean |explained|: the part of the prediction the input features do not carry
+    denom = max(float(np.abs(explained).sum()), 1e-300)
+    meta["absorbed_by"] = {k: {"mean": absorbed_sum[k] / max(m_count, 1), "mean_abs": absorbed_abs[k] / max(m_count, 1),
+                               "abs_over_abs_explained": absorbed_abs[k] / denom}
+                           for k in sorted(absorbed_abs, key=lambda k: -absorbed_abs[k])}
     meta["domain"] = None if domain is None else {
         "threshold": domain.threshold, "n_outside": len(outside), "n_molecules": m_count,
         "score_quantiles": {q: float(np.nanpercentile(domain_score, q)) for q in (50, 90, 99)} if m_count else {},

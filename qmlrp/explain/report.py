@@ -62,6 +62,12 @@ def write_report(out: Path, s: dict) -> Path:
         cancel_txt += (f" Hydrogens hold {100 * hs['share']:.1f} % {_ci([100 * c for c in hs['share_ci95']], 3)} of the "
                        f"absolute per-atom relevance and are {100 * hs['fraction']:.1f} % of the atoms (mean over "
                        f"molecules).")
+    pad = (s.get("absorbed_by") or {}).get("padding")
+    if pad:
+        cancel_txt += (f" This is a flat network: its empty atom and pair slots (the padding of the flattened graph) "
+                       f"carry {pad['mean']:.4g} {_e(unit)} per molecule on average (mean |.| {pad['mean_abs']:.4g}, "
+                       f"{100 * pad['abs_over_abs_explained']:.1f} % of the mean |explained|), booked as absorbed by "
+                       f"'padding': the network reads the molecule's size from the empty slots.")
     if ref.get("kind", "mean") != "mean":
         what = ("the molecule with no atoms (the network's constant part)" if ref["kind"] == "empty"
                 else f"the reference {_e(ref.get('label', ''))}")
