@@ -493,6 +493,46 @@ def code_relevance(net, batch, composite="weave", reference=None) -> dict:
     return {"atoms": e.relevance[0], "pairs": e.relevance[1], "explanation": e}
 
 
+def code_relevance_per_molecule(net, batches, composite="weave") -> tuple[dict[str, np.ndarray], float]:
+    """({'atoms': (M, units), 'pairs': (M, units)} or {'code': (M, units)} for a flat network:
+    each code unit's relevance per molecule, summed over its atoms / pairs; standardized output
+    units), and the largest conservation error, over the MolBatches `batches` (float64)."""
+    import copy
+
+    import gcnn
+
+    net = copy.deepcopy(net).double().eval()  # the caller's network stays as it is
+    parts = (("code", ()),) if isinstance(net, gcnn.FlatNet) else (("atoms", (1,)), ("pairs", (1, 2)))
+    per_mol = {part: [] for part, _ in parts}
+    err = 0.0
+    for b in batches:
+        r = code_relevance(net, b, composite)
+        for part, dims in parts:
+            per_mol[part].append((r[part].sum(dim=dims) if dims else r[part]).numpy())
+        err = max(err, float(r["explanation"].conservation_error().max()))
+    return {k: np.concatenate(v) for k, v in per_mol.items()}, err
+
+
+def code_unit_table(per_mol: dict[str, np.ndarray], scale: float = 1.0, resamples: int = 200, seed: int = 0) -> list[dict]:
+    """Per code unit: mean relevance per molecule and mean |relevance| (x scale, target units),
+    its share of the summed |relevance| over all units and molecules, and a 95 % bootstrap
+    interval of that share (molecules resampled)."""
+    names = [(part, u) for part, v in per_mol.items() for u in range(v.shape[1])]
+    signed = np.concatenate(list(per_mol.values()), axis=1)  # (M, all units)
+    absall = np.abs(signed)
+    n = len(signed)
+    total = absall.sum()
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        t = absall[rng.integers(0, n, n)].sum(0)
+        boot.append(t / max(t.sum(), 1e-300))
+    lo, hi = np.percentile(np.array(boot), [2.5, 97.5], axis=0)
+    return [{"unit": f"{part} {u}", "mean": float(signed[:, k].mean()) * scale,
+             "mean_abs": float(absall[:, k].mean()) * scale, "share": float(absall[:, k].sum() / max(total, 1e-300)),
+             "share_ci": [float(lo[k]), float(hi[k])]} for k, (part, u) in enumerate(names)]
+
+
 # ------------------------------------------------------------------------------ CLI
 def add_parser(sub) -> None:
     d = sub.add_parser("dae", help="the denoising autoencoder over the Molecular Graph: train (no labels), inspect")
@@ -632,43 +672,19 @@ def cmd_relevance(args) -> int:
     ds = _load(args)
     test = ds.subset(np.sort(np.random.default_rng(0).permutation(fold0(ds).test)[: args.n_test]))
     net = net.double().eval()
-    parts = (("code", ()),) if isinstance(net, gcnn.FlatNet) else (("atoms", (1,)), ("pairs", (1, 2)))
-    per_mol = {part: [] for part, _ in parts}  # (B, units) relevance of each unit per molecule
-    err = 0.0
-    for s in range(0, len(test), 128):
-        b = read_batch(test, np.arange(s, min(s + 128, len(test))))
-        r = code_relevance(net, b, args.rule)
-        for part, dims in parts:
-            per_mol[part].append((r[part].sum(dim=dims) if dims else r[part]).numpy())
-        err = max(err, float(r["explanation"].conservation_error().max()))
-    per_mol = {k: np.concatenate(v) for k, v in per_mol.items()}
+    per_mol, err = code_relevance_per_molecule(net, (read_batch(test, np.arange(s, min(s + 128, len(test))))
+                                                     for s in range(0, len(test), 128)), args.rule)
     n = len(test)
-    sums = {k: v.sum(0) for k, v in per_mol.items()}
-    abs_ = {k: np.abs(v).sum(0) for k, v in per_mol.items()}
-    total = float(sum(a.sum() for a in abs_.values()))
-    # 95 % bootstrap intervals of each unit's share of the summed |relevance| (molecules resampled)
-    absall = np.concatenate([np.abs(per_mol[part]) for part, _ in parts], axis=1)  # (n, all units)
-    rng = np.random.default_rng(0)
-    boot = []
-    for _ in range(200):
-        t = absall[rng.integers(0, n, n)].sum(0)
-        boot.append(t / t.sum())
-    lo, hi = np.percentile(np.array(boot), [2.5, 97.5], axis=0)
     scale = float(wrapped.std[0])
     unit = pred.units[pred.targets[0]]
+    rows = code_unit_table(per_mol, scale)
     print(f"code-unit relevance of {args.model} ({pred.targets[0]}, composite {args.rule}, {n} molecules of fold 0's "
           f"test bin; in {unit} after multiplying by the target std {scale:.4g}; max conservation error "
           f"{err * scale:.2g} {unit})")
     print(f"{'unit':10s} {'mean R':>10s} {'mean |R|':>10s} {'share':>7s}  95% CI")
-    rows = []
-    for part, _ in parts:
-        for u in range(len(sums[part])):
-            m, a = float(sums[part][u]) / n * scale, float(abs_[part][u]) / n * scale
-            k = len(rows)
-            rows.append({"unit": f"{part} {u}", "mean": m, "mean_abs": a, "share": float(abs_[part][u]) / total,
-                         "share_ci": [float(lo[k]), float(hi[k])]})
-            print(f"{part + ' ' + str(u):10s} {m:10.3f} {a:10.3f} {rows[-1]['share']:7.1%}  "
-                  f"{lo[k]:.1%}-{hi[k]:.1%}")
+    for r in rows:
+        print(f"{r['unit']:10s} {r['mean']:10.3f} {r['mean_abs']:10.3f} {r['share']:7.1%}  "
+              f"{r['share_ci'][0]:.1%}-{r['share_ci'][1]:.1%}")
     atomic_write_text(Path(args.model) / "code_relevance.json", json.dumps({"composite": args.rule, "n_molecules": n,
                       "unit": unit, "units": rows, "max_conservation_error": err * scale}, indent=2))
     return 0

@@ -131,6 +131,14 @@ def test_cli_inspect_and_combined_training(data, trained, tmp_path, capsys):
     rel = json.loads((tmp_path / "freeze" / "code_relevance.json").read_text())
     assert len(rel["units"]) == 12 and rel["max_conservation_error"] < 1e-6
     assert abs(sum(u["share"] for u in rel["units"]) - 1) < 1e-9
+    # qmlrp explain on the combined network reports the same code units (its own molecules)
+    out = tmp_path / "explain"
+    assert main(["explain", "--model", str(tmp_path / "freeze"), "--split", "test", "--cache-dir", str(root / "cache"),
+                 "--out", str(out), "--heatmaps", "0", "--faithfulness", "0", "--bootstrap", "20", "--no-progress",
+                 "--rule", "weave"]) == 0
+    cu = json.loads((out / "summary.json").read_text())["code_units"]
+    assert [u["unit"] for u in cu["units"]] == [u["unit"] for u in rel["units"]] and cu["max_conservation_error"] < 1e-6
+    assert abs(sum(u["share"] for u in cu["units"]) - 1) < 1e-9
     assert main(["train", "--target", "alpha_bohr3", "--epochs", "1", "--out", str(tmp_path / "x"),
                  "--input-stage", str(tmp_path), *args]) == 2
     assert "not an autoencoder directory" in capsys.readouterr().err

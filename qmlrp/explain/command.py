@@ -166,6 +166,30 @@ def summary_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, 
     }
 
 
+def code_units_of(lm, rs: RelevanceSet, inputs: Inputs, rule: str, reference: str, batch_size: int = 128) -> dict:
+    """For a network with an autoencoder input stage: the relevance of each code unit (per atom
+    and pair codes of a weave network, the molecule's code of a flat one) over the explained
+    molecules, with bootstrap intervals of the shares (qmlrp.autoencoder.code_unit_table). The
+    code units are explained against the training mean: for another reference or a vector
+    model, the reason is returned instead."""
+    if lm.is_vector or reference != "mean":
+        return {"skipped": "code units are explained for scalar models against the training mean (--reference mean)"}
+    from molgraph import collate
+
+    from ..autoencoder import code_relevance_per_molecule, code_unit_table
+
+    order = np.argsort(rs.n_atoms, kind="stable")
+    batches = (collate([inputs.graph(int(i)).with_targets({}) for i in order[s:s + batch_size]])
+               for s in range(0, len(order), batch_size))
+    per_mol, err = code_relevance_per_molecule(lm.net, batches, rule)
+    rows = code_unit_table(per_mol, lm.std)
+    return {"composite": rule, "n_molecules": len(order), "unit": lm.unit, "units": rows,
+            "max_conservation_error": err * lm.std,
+            "definition": "a unit's relevance per molecule: LRP of the network above its input stage on the codes "
+                          "(summed over atoms or pairs for per-atom/pair codes); share: of the summed |relevance| "
+                          "over units and molecules"}
+
+
 def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, ids_file: str | None = None,
         rule: str = "epsilon", target: str | None = None, fold: int | None = None, max_molecules: int | None = None,
         histogram_rule: str | None = None, output: str | None = None, reference: str = "mean", heatmaps: int = 12, faithfulness: int = 200, random_orders: int = 5, bootstrap: int = 2000,
@@ -234,9 +258,16 @@ def run(model, out: Path, files: Sequence[str] = (), split: str | None = None, i
         faith = run_faithfulness(lm, rs, inputs, n=faithfulness, random_orders=random_orders, seed=seed,
                                  batch_size=batch_size, out=out, progress=progress)
         timings["faithfulness_s"] = round(time.time() - t, 2)
+    code_units = None
+    if getattr(lm.net, "input_stage", None) is not None:
+        t = time.time()
+        code_units = code_units_of(lm, rs, inputs, rule, reference, batch_size)
+        timings["code_units_s"] = round(time.time() - t, 2)
     timings["total_s"] = round(time.time() - t0, 2)
     summary = summary_of(lm, rs, inputs, rule, reference, accuracy, conservation, amplification, stats,
                          failures, made, faith, timings)
+    if code_units is not None:
+        summary["code_units"] = code_units
     atomic_write_json(out / "summary.json", summary)
     from .report import write_report
 

@@ -139,6 +139,21 @@ With every atom removed the model predicts {f['empty_output']:.4g} {_e(unit)} (t
                     f"{q['100']:.3g} at most; {amp['n_above_100']} molecule(s) exceed 100. Large values are large relevances "
                     f"of opposite sign that cancel (and a large absorbed part); they dominate the pooled shares, not the "
                     f"per-molecule shares. Largest ({_e(unit)}): {worst}.</p>")
+    cu = s.get("code_units")
+    code_html = ""
+    if cu and "skipped" in cu:
+        code_html = f"<h2>Code units of the input stage</h2><p>Not computed: {_e(cu['skipped'])}.</p>"
+    elif cu:
+        crow = "".join(f"<tr><td>{_e(r['unit'])}</td><td>{_num(r['mean'])}</td><td>{_num(r['mean_abs'])}</td>"
+                       f"<td>{100 * r['share']:.1f} %</td><td>{_ci([100 * c for c in r['share_ci']])} %</td></tr>"
+                       for r in sorted(cu["units"], key=lambda r: -r["share"]))
+        code_html = (f"<h2>Code units of the input stage</h2><p>The network reads the autoencoder's code, not the raw "
+                     f"features: the network above its input stage explained on the codes (rule <code>{_e(cu['composite'])}"
+                     f"</code>, against the training mean), {cu['n_molecules']} molecules, a unit's relevance summed over "
+                     f"atoms or pairs; largest conservation error {cu['max_conservation_error']:.1e} {_e(unit)}. "
+                     f"Intervals: 95 % bootstrap over molecules. What a unit encodes: <code>qmlrp dae inspect</code> "
+                     f"on the autoencoder (its tied decoder row).</p><table><tr><th>unit</th><th>mean / {_e(unit)}</th>"
+                     f"<th>mean |.|</th><th>share</th><th>95 % CI</th></tr>{crow}</table>")
     timings = ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in s.get("timings", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>qmlrp explain: {_e(s['target'])}</title>
 <style>{_STYLE}</style></head><body>
@@ -168,6 +183,8 @@ the largest absolute value, {s['normalization']['scale']:.3g} {_e(unit)}): it me
 <th>normalized share</th><th>{ci} % CI</th></tr>
 {''.join(rows)}</table>
 <p class='note'>Vector version of the chart: <a href="group_relevance.svg">group_relevance.svg</a>.</p>
+
+{code_html}
 
 <h2>Molecules: where in the molecule the relevance sits</h2>
 <p>Each atom (hydrogens included) is coloured by its relevance: its own features plus half of every atom pair it belongs

@@ -156,6 +156,9 @@ def test_cli_trains_loads_and_explains_flat_networks(data, tmp_path, capsys):
     # the modules' absorbed parts add up to the absorbed total
     assert sum(v["mean"] for v in summary["absorbed_by"].values()) == pytest.approx(summary["absorbed_mean"], abs=1e-5)
     assert "empty atom and pair slots" in (out / "report.html").read_text()
+    cu = summary["code_units"]
+    assert [u["unit"] for u in cu["units"]] == [f"code {k}" for k in range(6)] and cu["max_conservation_error"] < 1e-6
+    assert "Code units of the input stage" in (out / "report.html").read_text()
     assert main(["dae", "relevance", str(tmp_path / "freeze"), "--n-test", "20", *args]) == 0
     rel = json.loads((tmp_path / "freeze" / "code_relevance.json").read_text())
     assert [u["unit"] for u in rel["units"]] == [f"code {k}" for k in range(6)] and rel["max_conservation_error"] < 1e-6
