@@ -127,6 +127,7 @@ def test_configs_round_trip_and_weave_configs_have_no_architecture_key():
         gcnn.FlatConfig(input_stage={"sizes": [21, 8, 4]})
 
 
+@pytest.mark.slow  # ~2 min: an autoencoder and three networks trained, an explain run
 def test_cli_trains_loads_and_explains_flat_networks(data, tmp_path, capsys):
     root, ds = data
     args = ["--ids", str(tmp_path / "ids.txt"), "--cache-dir", str(root / "cache"), "--workers", "1"]
