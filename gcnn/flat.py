@@ -133,7 +133,8 @@ class PaddingSlots(nn.Module):
 
 class FlatNet(nn.Module):
     """forward(atom_features, pair_features, atom_mask) -> (B, n_outputs): flatten, standardize
-    (the input stage's Standardize; identity without a stage), the empty slots' values
+    (the input stage's Standardize; without a stage, per-feature statistics of the training data
+    that the Trainer sets with `fit_input_standardization`), the empty slots' values
     (PaddingSlots), the stage's encoder layers (if any), then the fully connected head."""
 
     def __init__(self, config: FlatConfig | None = None, **kwargs):
@@ -158,7 +159,7 @@ class FlatNet(nn.Module):
         else:
             from dae import Standardize
 
-            self.standardize_raw = Standardize(width)  # mean 0, std 1: raw features as they are
+            self.standardize_raw = Standardize(width)  # set from training data: fit_input_standardization
         self.padding = PaddingSlots(c.n_inputs)
         head = []
         for h in c.head_hidden:
@@ -179,6 +180,36 @@ class FlatNet(nn.Module):
         """Empty slots' value = the standardization of 0 (call after changing the stage's statistics)."""
         s = self.standardize
         self.padding.value.copy_(-s.mean / s.std)
+
+    @torch.no_grad()
+    def fit_input_standardization(self, atom_features, pair_features, atom_mask) -> None:
+        """Without an input stage: standardize each continuous feature (molgraph.FEATURE_KINDS)
+        with its mean and std over the real atoms (pairs i != j) of a training batch, the same for
+        every slot, as the flat autoencoder does (`qmlrp.autoencoder.set_flat_standardization`);
+        the other features stay as they are. With a stage, the stage's standardization is kept."""
+        if self.input_stage is not None:
+            return
+        from molgraph import FEATURE_GROUPS, FEATURE_KINDS
+
+        c = self.config
+        mask = atom_mask.bool()
+        n = mask.shape[1]
+        pm = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=mask.device)
+        a, p = atom_features[mask].double(), pair_features[pm].double()
+        stats = []
+        for rows, kind, width in ((a, "atom", c.n_atom_features), (p, "pair", c.n_pair_features)):
+            cont = torch.zeros(width, dtype=torch.bool)
+            for g in FEATURE_GROUPS.values():
+                if g.kind == kind and FEATURE_KINDS[g.name] == "continuous":
+                    cont[list(g.indices)] = True
+            mean, std = rows.mean(0), rows.std(0, unbiased=False)
+            keep = cont & (std > 1e-8)
+            stats.append((torch.where(keep, mean, 0.0), torch.where(keep, std, 1.0)))
+        m, n_pairs = c.max_atoms, c.max_atoms * (c.max_atoms - 1) // 2
+        s = self.standardize_raw
+        s.mean.copy_(torch.cat([stats[0][0].repeat(m), stats[1][0].repeat(n_pairs)]))
+        s.std.copy_(torch.cat([stats[0][1].repeat(m), stats[1][1].repeat(n_pairs)]))
+        self.sync_padding()
 
     def flat_inputs(self, atom_features, pair_features, atom_mask):
         """(B, D) what the first layer reads: the standardized flat vector, empty slots included."""

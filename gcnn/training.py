@@ -349,6 +349,9 @@ class Trainer:
             net.input_stage.load_state_dict(self.input_stage_state)
             if hasattr(net, "sync_padding"):  # a flat network's empty slots follow the stage's standardization
                 net.sync_padding()
+        if hasattr(net, "fit_input_standardization"):  # a flat network without a stage: from the training data
+            sample = read_batch(train_ds, np.arange(min(len(train_ds), 4000)))
+            net.fit_input_standardization(sample.atom_features, sample.pair_features, sample.atom_mask)
         if self.init_state is not None:
             missing, unexpected = net.load_state_dict(self.init_state, strict=False)
             if unexpected:

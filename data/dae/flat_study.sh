@@ -7,25 +7,29 @@
 # graph one's 3e-3 its held-out loss jumped 990 -> 3,022 -> 37,649 in epochs 1-3). Three arms:
 # the flat network on the raw flattened graph (--architecture flat), with the flat encoder frozen
 # in front, and the same fine-tuned. Rerunning resumes; finished runs are skipped. The flat
-# encoder's weights (12 MB, and every flat-stage model's) are not committed; rerun to rebuild.
+# encoder's weights (12 MB, and every flat model's) are not committed; rerun to rebuild.
+# SEEDS="1 2" repeats the arms with other training seeds (folders *_s1, *_s2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AE=${AE:-data/dae/flat_512_64}
-[ -f "$AE/metrics.json" ] || qmlrp dae train --variant flat --out "$AE" --train-size 20000 --epochs 12 --lr 1e-3 \
+trained() { [ -f "$AE/weights.pt" ] && [ ! -f "$AE/checkpoint.pt" ]; }  # a finished run drops its checkpoint
+trained || qmlrp dae train --variant flat --out "$AE" --train-size 20000 --epochs 12 --lr 1e-3 \
   ${LIMIT:+--limit-minutes $LIMIT}
-[ -f "$AE/metrics.json" ] || exit 0  # stopped by the time limit: rerun to go on
+trained || exit 0  # stopped by the time limit: rerun to go on
 [ -f "$AE/inspect.txt" ] || qmlrp dae inspect "$AE" --n-test 2000 > "$AE/inspect.txt"
 for n in ${SIZES:-1000 5000}; do
   split=data/dae/study/split_n${n}.json
   [ -f "$split" ] || { echo "$split is missing: run data/dae/study.sh first (SIZES=$n)"; exit 1; }
   epochs=$([ "$n" = 1000 ] && echo 40 || echo 25)
+  for seed in ${SEEDS:-0}; do  # the training seed (initialization, batch order); the molecules stay the same
   for arm in scratch frozen fine-tune; do
-    out=data/dae/study/alpha_n${n}_flat_${arm}
+    out=data/dae/study/alpha_n${n}_flat_${arm}$([ "$seed" = 0 ] || echo "_s$seed")
     [ -f "$out/metrics.json" ] && continue
     extra=(--architecture flat)
     [ "$arm" = frozen ] && extra=(--input-stage "$AE" --freeze)
     [ "$arm" = fine-tune ] && extra=(--input-stage "$AE" --fine-tune)
-    qmlrp train --target alpha_bohr3 --split "$split" --epochs "$epochs" --batch-size 64 --out "$out" "${extra[@]}" \
-      ${LIMIT:+--limit-minutes $LIMIT}
+    qmlrp train --target alpha_bohr3 --split "$split" --epochs "$epochs" --batch-size 64 --seed "$seed" --out "$out" \
+      "${extra[@]}" ${LIMIT:+--limit-minutes $LIMIT}
+  done
   done
 done

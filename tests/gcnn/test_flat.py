@@ -110,6 +110,19 @@ def test_lrp_conserves_with_the_empty_slots_booked_to_padding(data, staged, comp
     assert float(ra[~x[2]].abs().sum()) == 0.0
 
 
+def test_without_a_stage_the_inputs_are_standardized_as_the_flat_autoencoder_does(data):
+    _, ds = data
+    b = ds.batch(np.arange(200))
+    net = gcnn.FlatNet(gcnn.FlatConfig(head_hidden=(8,)))
+    net.fit_input_standardization(b.atom_features, b.pair_features, b.atom_mask)
+    ae = A.DAEConfig(variant="flat", flat_sizes=(5887, 8, 2)).build()
+    A.set_flat_standardization(ae, *A.graph_rows(b))
+    np.testing.assert_allclose(net.standardize.mean.numpy(), ae.standardize.mean.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(net.standardize.std.numpy(), ae.standardize.std.numpy(), rtol=1e-5)
+    assert float(net.standardize.mean.abs().max()) > 0  # the continuous features are centred
+    np.testing.assert_allclose(net.padding.value.numpy(), (-net.standardize.mean / net.standardize.std).numpy())
+
+
 def test_too_many_atoms_is_a_clear_error():
     net = gcnn.FlatNet(gcnn.FlatConfig(max_atoms=4, head_hidden=(8,)))
     with pytest.raises(ValueError, match="5 atoms; this flat network reads at most max_atoms=4"):
@@ -140,6 +153,7 @@ def test_cli_trains_loads_and_explains_flat_networks(data, tmp_path, capsys):
                  "--batch-size", "32", "--out", str(plain), *args]) == 0
     net = gcnn.load(plain).models[0].model
     assert isinstance(net, gcnn.FlatNet) and net.input_stage is None
+    assert float(net.padding.value.abs().max()) > 0  # standardized from the training data, saved with the weights
     for mode in ("--freeze", "--fine-tune"):
         d = tmp_path / mode.strip("-")
         assert main(["train", "--target", "alpha_bohr3", "--input-stage", str(ae_dir), mode, "--head-hidden", "16",
