@@ -19,13 +19,25 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .model import ACTIVATIONS
+from .model import ACTIVATIONS, config_of
 
 ARCHITECTURE = "flat"
 
 
 def flat_size(max_atoms: int, n_atom_features: int = 21, n_pair_features: int = 13) -> int:
     return max_atoms * n_atom_features + max_atoms * (max_atoms - 1) // 2 * n_pair_features
+
+
+def tiled_standardization(atoms: torch.Tensor, pairs: torch.Tensor, max_atoms: int, continuous: torch.Tensor):
+    """(mean, std) of the flat vector's standardization: each feature's mean and std over the real
+    atom rows `atoms` (pair rows `pairs`), the same for every slot, for the flat entries marked
+    `continuous` (std > 1e-8); mean 0 and std 1 elsewhere. Per-slot statistics would be estimated
+    from the few molecules that fill the last slots, and a slot's tiny std blows held-out values up."""
+    n_pairs = max_atoms * (max_atoms - 1) // 2
+    mean = torch.cat([atoms.mean(0).repeat(max_atoms), pairs.mean(0).repeat(n_pairs)])
+    std = torch.cat([atoms.std(0, unbiased=False).repeat(max_atoms), pairs.std(0, unbiased=False).repeat(n_pairs)])
+    keep = continuous & (std > 1e-8)
+    return torch.where(keep, mean, torch.zeros_like(mean)), torch.where(keep, std, torch.ones_like(std))
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,7 @@ class FlatConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "FlatConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"config has unknown fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
+        return config_of(cls, data)
 
 
 class FlattenGraph(nn.Module):
@@ -195,20 +203,16 @@ class FlatNet(nn.Module):
         mask = atom_mask.bool()
         n = mask.shape[1]
         pm = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=mask.device)
-        a, p = atom_features[mask].double(), pair_features[pm].double()
-        stats = []
-        for rows, kind, width in ((a, "atom", c.n_atom_features), (p, "pair", c.n_pair_features)):
-            cont = torch.zeros(width, dtype=torch.bool)
-            for g in FEATURE_GROUPS.values():
-                if g.kind == kind and FEATURE_KINDS[g.name] == "continuous":
-                    cont[list(g.indices)] = True
-            mean, std = rows.mean(0), rows.std(0, unbiased=False)
-            keep = cont & (std > 1e-8)
-            stats.append((torch.where(keep, mean, 0.0), torch.where(keep, std, 1.0)))
-        m, n_pairs = c.max_atoms, c.max_atoms * (c.max_atoms - 1) // 2
+        cont_a, cont_p = torch.zeros(c.n_atom_features, dtype=torch.bool), torch.zeros(c.n_pair_features, dtype=torch.bool)
+        for g in FEATURE_GROUPS.values():
+            if FEATURE_KINDS[g.name] == "continuous":
+                (cont_a if g.kind == "atom" else cont_p)[list(g.indices)] = True
+        n_pairs = c.max_atoms * (c.max_atoms - 1) // 2
+        mean, std = tiled_standardization(atom_features[mask].double(), pair_features[pm].double(), c.max_atoms,
+                                          torch.cat([cont_a.repeat(c.max_atoms), cont_p.repeat(n_pairs)]))
         s = self.standardize_raw
-        s.mean.copy_(torch.cat([stats[0][0].repeat(m), stats[1][0].repeat(n_pairs)]))
-        s.std.copy_(torch.cat([stats[0][1].repeat(m), stats[1][1].repeat(n_pairs)]))
+        s.mean.copy_(mean)
+        s.std.copy_(std)
         self.sync_padding()
 
     def flat_inputs(self, atom_features, pair_features, atom_mask):

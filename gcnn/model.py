@@ -58,11 +58,16 @@ class WeaveConfig:
 
     @classmethod
     def from_json(cls, data: dict) -> "WeaveConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"config has unknown fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**data)
+        return config_of(cls, data)
+
+
+def config_of(cls, data: dict):
+    """The config dataclass `cls` from a config.json object, refusing fields it does not have."""
+    known = set(cls.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"config has unknown fields {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**data)
 
 
 class WeaveLayer(nn.Module):

@@ -157,14 +157,12 @@ def set_flat_standardization(model: "dae.TiedAutoencoder", atoms: torch.Tensor, 
     atoms (pairs) of the data, the same for every slot. Per-slot statistics would be estimated
     from the few molecules that fill the last slots (29-atom molecules are rare), and a slot's
     tiny std then blows held-out values up by orders of magnitude."""
-    max_atoms = _max_atoms_of(model.sizes[0])
-    n_pairs = max_atoms * (max_atoms - 1) // 2
-    mean = torch.cat([atoms.mean(0).repeat(max_atoms), pairs.mean(0).repeat(n_pairs)])
-    std = torch.cat([atoms.std(0, unbiased=False).repeat(max_atoms), pairs.std(0, unbiased=False).repeat(n_pairs)])
-    cont = model._kinds.continuous()
+    from gcnn.flat import tiled_standardization
+
+    mean, std = tiled_standardization(atoms, pairs, _max_atoms_of(model.sizes[0]), model._kinds.continuous())
     s = model.standardize
-    s.mean.copy_(torch.where(cont, mean, torch.zeros_like(mean)))
-    s.std.copy_(torch.where(cont & (std > 1e-8), std, torch.ones_like(std)))
+    s.mean.copy_(mean)
+    s.std.copy_(std)
 
 
 # ------------------------------------------------------------------------------ training
@@ -671,7 +669,6 @@ def cmd_relevance(args) -> int:
         return 2
     ds = _load(args)
     test = ds.subset(np.sort(np.random.default_rng(0).permutation(fold0(ds).test)[: args.n_test]))
-    net = net.double().eval()
     per_mol, err = code_relevance_per_molecule(net, (read_batch(test, np.arange(s, min(s + 128, len(test))))
                                                      for s in range(0, len(test), 128)), args.rule)
     n = len(test)
