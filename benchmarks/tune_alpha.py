@@ -13,8 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+CHECKPOINTS = (10, 20, 30, 40, 60)  # "best validation MAE by epoch E" columns
 DEFAULTS = {"atom_hidden": 50, "pair_hidden": 50, "n_layers": 2, "readout_hidden": 128, "head_hidden": [128],
-            "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0, "batch_size": 128}
+            "pair_cutoff": None, "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0, "batch_size": 128}
 
 
 def row(d: Path) -> dict | None:
@@ -27,11 +28,11 @@ def row(d: Path) -> dict | None:
     rows = list(csv.DictReader(hist.open()))
     best = min(rows, key=lambda r: float(r["val_mae"]))
     secs = [float(r["seconds"]) for r in rows]
-    best_by = {e: min(float(r["val_mae"]) for r in rows[:e]) if len(rows) >= e else None for e in (10, 20, 30)}
+    best_by = {e: min(float(r["val_mae"]) for r in rows[:e]) if len(rows) >= e else None for e in CHECKPOINTS}
     return {"config": d.name, "changed": "; ".join(f"{k}={v}" for k, v in changed.items()) or "(defaults)",
             "epochs": len(rows), "of": cfg["train"]["epochs"], "best_val_mae": float(best["val_mae"]),
-            "best_epoch": int(best["epoch"]), "best_by_10": best_by[10], "best_by_20": best_by[20],
-            "best_by_30": best_by[30], "last_train_loss": float(rows[-1]["train_loss"]),
+            "best_epoch": int(best["epoch"]), **{f"best_by_{e}": best_by[e] for e in CHECKPOINTS},
+            "last_train_loss": float(rows[-1]["train_loss"]),
             "s_per_epoch": sum(secs) / len(secs), "finished": (d / "metrics.json").is_file()}
 
 
@@ -44,11 +45,12 @@ def main(argv=None) -> int:
     if not rows:
         print(f"{a.root}: no configuration has a history.csv yet", file=sys.stderr)
         return 1
-    print("| config | changed | epochs | best val MAE (target units) | at epoch | best by epoch 10 / 20 / 30 | last train loss "
+    print("| config | changed | epochs | best val MAE (target units) | at epoch | best by epoch "
+          + " / ".join(map(str, CHECKPOINTS)) + " | last train loss "
           "| s/epoch | finished |")
     print("|---|---|---:|---:|---:|---|---:|---:|---|")
     for r in sorted(rows, key=lambda r: r["best_val_mae"]):
-        by = " / ".join("-" if r[f"best_by_{e}"] is None else f"{r[f'best_by_{e}']:.3f}" for e in (10, 20, 30))
+        by = " / ".join("-" if r[f"best_by_{e}"] is None else f"{r[f'best_by_{e}']:.3f}" for e in CHECKPOINTS)
         print(f"| {r['config']} | {r['changed']} | {r['epochs']}/{r['of']} | {r['best_val_mae']:.4f} | {r['best_epoch']} "
               f"| {by} | {r['last_train_loss']:.5f} | {r['s_per_epoch']:.1f} | {'yes' if r['finished'] else 'no'} |")
     if a.csv:

@@ -40,6 +40,9 @@ class WeaveConfig:
     # {"atoms": ..., "pairs": ...}); the network still reads raw features
     input_stage: dict | None = None
     freeze_input_stage: bool = False
+    # Kearnes et al.'s "N2" setting: only pairs at most this many bonds apart exist for the network
+    # (graph_distance_le_K of the input); None: all pairs (the Faber-like default)
+    pair_cutoff: int | None = None
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -49,11 +52,23 @@ class WeaveConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "head_hidden", tuple(int(h) for h in self.head_hidden))
+        if self.pair_cutoff is not None:
+            from molgraph.features import MAX_GRAPH_DISTANCE, N_PAIR_FEATURES
+
+            k = int(self.pair_cutoff)
+            if not 1 <= k <= MAX_GRAPH_DISTANCE:
+                raise ValueError(f"pair_cutoff must be a graph distance from 1 to {MAX_GRAPH_DISTANCE}, got {self.pair_cutoff}")
+            if self.n_pair_features != N_PAIR_FEATURES:
+                raise ValueError(f"pair_cutoff reads the Molecular Graph's graph-distance features; the network has "
+                                 f"{self.n_pair_features} pair features, not {N_PAIR_FEATURES}")
+            object.__setattr__(self, "pair_cutoff", k)
 
     def to_json(self) -> dict:
         d = asdict(self)
         if self.input_stage is None:  # configs (and checkpoints) from before input stages stay as they were
             d.pop("input_stage"), d.pop("freeze_input_stage")
+        if self.pair_cutoff is None:  # the same for configs from before the cutoff
+            d.pop("pair_cutoff")
         return d
 
     @classmethod
@@ -120,6 +135,12 @@ class WeaveNet(nn.Module):
         act = ACTIVATIONS[c.activation]
         fa, fp = c.n_atom_features, c.n_pair_features
         self.input_stage = None
+        self.cutoff_column = None
+        if c.pair_cutoff is not None:
+            from molgraph.features import PAIR_FEATURES
+
+            self.cutoff_column = PAIR_FEATURES.index(f"graph_distance_le_{c.pair_cutoff}")
+            self.mask_input_pairs = Mask()  # the pairs beyond the cutoff are zeroed before anything reads them
         if c.input_stage is not None:
             import dae
 
@@ -153,31 +174,45 @@ class WeaveNet(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, atom_features, pair_features, atom_mask):
-        mask, pair_mask = self.masks(atom_mask)
-        a, p = atom_features, pair_features
-        if self.input_stage is not None:
-            a, p = self.encode_inputs(a, p, mask, pair_mask)
-        return self._body(a, p, mask, pair_mask)
+        return self.head(self.pooled(atom_features, pair_features, atom_mask))  # (B, n_outputs)
 
-    @staticmethod
-    def masks(atom_mask):
-        """(atom mask (B, N) bool, pair mask (B, N, N): both atoms real and i != j)."""
+    def masks(self, atom_mask, pair_features=None):
+        """(atom mask (B, N) bool, pair mask (B, N, N): both atoms real, i != j and, with a
+        pair cutoff, the pair within it; the cutoff needs the raw `pair_features`)."""
         mask = atom_mask.bool()
         eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
-        return mask, mask[:, :, None] & mask[:, None, :] & ~eye
+        pair_mask = mask[:, :, None] & mask[:, None, :] & ~eye
+        if self.cutoff_column is not None:
+            if pair_features is None:
+                raise ValueError(f"a network with pair_cutoff={self.config.pair_cutoff} needs the raw pair features "
+                                 f"for its pair mask")
+            pair_mask = pair_mask & (pair_features[..., self.cutoff_column] > 0.5)
+        return mask, pair_mask
 
-    def from_codes(self, atoms, pairs, atom_mask):
+    def from_codes(self, atoms, pairs, atom_mask, pair_mask=None):
         """The network after its input stage: the weave modules, readout and head on atom and
-        pair inputs (raw features without an input stage, the stage's masked codes with one)."""
-        return self._body(atoms, pairs, *self.masks(atom_mask))
+        pair inputs (raw features without an input stage, the stage's masked codes with one).
+        A network with a pair cutoff needs `pair_mask` from `masks` (codes do not hold the
+        graph distance)."""
+        if pair_mask is None:
+            if self.cutoff_column is not None and self.input_stage is not None:
+                raise ValueError("from_codes of a network with a pair cutoff and an input stage needs its pair_mask")
+            mask, pair_mask = self.masks(atom_mask, pairs)  # without an input stage the pairs are the raw features
+        else:
+            mask = atom_mask.bool()
+        if self.input_stage is None and self.cutoff_column is not None:
+            pairs = self.mask_input_pairs(pairs, pair_mask)
+        return self._body(atoms, pairs, mask, pair_mask)
 
     def pooled(self, atom_features, pair_features, atom_mask):
         """(B, readout_hidden x n_gaussians) the molecule vector the head reads: the atoms'
         histograms summed (`forward` = head(pooled)); the molecule with no atoms pools to 0."""
-        mask, pair_mask = self.masks(atom_mask)
+        mask, pair_mask = self.masks(atom_mask, pair_features)
         a, p = atom_features, pair_features
         if self.input_stage is not None:
             a, p = self.encode_inputs(a, p, mask, pair_mask)
+        elif self.cutoff_column is not None:
+            p = self.mask_input_pairs(p, pair_mask)
         return self._pooled(a, p, mask, pair_mask)
 
     def _body(self, atoms, pairs, mask, pair_mask):

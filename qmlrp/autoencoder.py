@@ -457,12 +457,12 @@ def flat_diagnostics(model: "dae.TiedAutoencoder", ds, n: int = 500, seed: int =
 
 
 class _FromCodes(torch.nn.Module):
-    def __init__(self, net):
+    def __init__(self, net, pair_mask=None):
         super().__init__()
-        self.net = net
+        self.net, self.pair_mask = net, pair_mask  # the batch's pair mask (a pair cutoff is not in the codes)
 
     def forward(self, atom_codes, pair_codes, atom_mask):
-        return self.net.from_codes(atom_codes, pair_codes, atom_mask)
+        return self.net.from_codes(atom_codes, pair_codes, atom_mask, self.pair_mask)
 
 
 def code_relevance(net, batch, composite="weave", reference=None) -> dict:
@@ -483,11 +483,11 @@ def code_relevance(net, batch, composite="weave", reference=None) -> dict:
         head.add_module("head", net.head)  # named as in the network, so the composite gives the same rules
         e = lrp.explain(head, code, composite, reference=reference, track_absorbed=True)  # reference: a code
         return {"code": e.relevance, "explanation": e}
-    mask, pair_mask = net.masks(batch.atom_mask)
     dtype = next(net.parameters()).dtype
+    mask, pair_mask = net.masks(batch.atom_mask, batch.pair_features)
     with torch.no_grad():
         ca, cp = net.encode_inputs(batch.atom_features.to(dtype), batch.pair_features.to(dtype), mask, pair_mask)
-    e = lrp.explain(_FromCodes(net), (ca, cp, batch.atom_mask), composite, reference=reference, track_absorbed=True)
+    e = lrp.explain(_FromCodes(net, pair_mask), (ca, cp, batch.atom_mask), composite, reference=reference, track_absorbed=True)
     return {"atoms": e.relevance[0], "pairs": e.relevance[1], "explanation": e}
 
 
