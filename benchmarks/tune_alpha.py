@@ -15,7 +15,7 @@ from pathlib import Path
 
 CHECKPOINTS = (10, 20, 30, 40, 60)  # "best validation MAE by epoch E" columns
 DEFAULTS = {"atom_hidden": 50, "pair_hidden": 50, "n_layers": 2, "readout_hidden": 128, "head_hidden": [128],
-            "pair_cutoff": None, "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0, "batch_size": 128}
+            "pair_cutoff": None, "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0, "batch_size": 128, "clip_grad_norm": None}
 
 
 def row(d: Path) -> dict | None:

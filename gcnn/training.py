@@ -48,6 +48,7 @@ class TrainConfig:
     vector_length: int = 81  # outputs for a vector target (81: the most harmonic modes in QM9)
     set_layout: str = "ascending"  # how a vector target's sorted set sits on the outputs (gcnn.sets)
     loss: str = "mse"  # mse or l1, on the standardized outputs
+    clip_grad_norm: float | None = None  # clip each step's gradient to this global L2 norm (None: no clipping)
 
     def __post_init__(self):
         from molgraph import TARGETS
@@ -62,6 +63,8 @@ class TrainConfig:
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 (or None), got {self.clip_grad_norm}")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets:
             raise ValueError(f"unknown target(s) {unknown}; valid: {', '.join(TARGETS)}")
@@ -90,7 +93,7 @@ class TrainConfig:
         """The settings as saved in config.json and checkpoints; settings at their values from
         before they existed are left out, so earlier runs resume unchanged."""
         d = asdict(self)
-        for key, old in (("set_layout", "ascending"), ("loss", "mse")):
+        for key, old in (("set_layout", "ascending"), ("loss", "mse"), ("clip_grad_norm", None)):
             if d[key] == old:
                 d.pop(key)
         return d
@@ -361,7 +364,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=c.lr, weight_decay=c.weight_decay)
+        trainable = [q for q in model.parameters() if q.requires_grad]
+        opt = torch.optim.Adam(trainable, lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
         rng = np.random.default_rng(c.seed)
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0}
@@ -417,6 +421,9 @@ class Trainer:
                     loss = masked_loss(c.loss, pred.float(), yt, m_b)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if c.clip_grad_norm is not None:
+                    scaler.unscale_(opt)  # clip the true gradient (a no-op without mixed precision)
+                    torch.nn.utils.clip_grad_norm_(trainable, c.clip_grad_norm)
                 scaler.step(opt)
                 scaler.update()
                 total += float(loss.detach()) * len(idx)

@@ -219,7 +219,8 @@ def _train_config(args):
     return gcnn.TrainConfig(targets=(args.target,), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, lr_factor=args.lr_factor, lr_patience=args.lr_patience,
                             patience=args.patience, seed=args.seed, device=args.device,
-                            amp=args.device.startswith("cuda"), set_layout=args.set_layout, loss=args.loss)
+                            amp=args.device.startswith("cuda"), set_layout=args.set_layout, loss=args.loss,
+                            clip_grad_norm=getattr(args, "clip_grad_norm", None))
 
 
 def _model_config(args, **extra):
@@ -633,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "before the learning rate is cut (5)")
         arch.add_argument("--patience", type=int, default=20, help="early stopping patience in epochs (20)")
         arch.add_argument("--loss", choices=("mse", "l1"), default="mse", help="loss on the standardized outputs (mse)")
+        arch.add_argument("--clip-grad-norm", type=float, metavar="NORM", help="clip each step's gradient to this "
+                          "global L2 norm (default: no clipping)")
         arch.add_argument("--set-layout", choices=("ascending", "descending", "hydrogen"), default="ascending",
                           help="vector targets (freqs_cm1): which output holds which member of the sorted set "
                                "(docs/spectra.md); ascending by default")

@@ -353,3 +353,21 @@ def test_a_time_limit_stops_at_an_epoch_boundary_and_the_run_resumes_to_the_same
 def test_tune_allocator_is_idempotent():
     assert gcnn.tune_allocator() in (True, False)
     assert gcnn.tune_allocator() == gcnn.tune_allocator()
+
+
+def test_gradient_clipping_is_inactive_above_every_norm_and_changes_training_below(tmp_path, data):
+    _, train, val, _ = data
+
+    def weights(name, clip):
+        cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=2, batch_size=16, seed=3, clip_grad_norm=clip)
+        gcnn.Trainer(tmp_path / name, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False).fit(train, val)
+        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+
+    plain, loose, tight = weights("plain", None), weights("loose", 1e9), weights("tight", 1e-3)
+    assert all(torch.equal(plain[k], loose[k]) for k in plain)  # a bound no gradient reaches changes nothing
+    assert any(not torch.allclose(plain[k], tight[k]) for k in plain)
+    cfg = json.loads((tmp_path / "tight" / "config.json").read_text())
+    assert cfg["train"]["clip_grad_norm"] == 1e-3
+    assert "clip_grad_norm" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
+    with pytest.raises(ValueError, match="clip_grad_norm must be > 0"):
+        gcnn.TrainConfig(clip_grad_norm=0)
