@@ -6,10 +6,10 @@
     code = ae.encode(x); x_hat = ae.reconstruct(x)
 
 `dae.GraphAutoencoder` codes atoms and pairs separately (the weave network's input stage,
-`GraphEncoder`); a single TiedAutoencoder over `molgraph.flatten` is the proposal's flat design.
+`GraphEncoder`), optionally with each atom's bonded neighbourhood as context (`NeighbourContext`); a single TiedAutoencoder over `molgraph.flatten` is the proposal's flat design.
 """
 from .layout import KINDS, Layout, Segment, corrupt, segment_losses, to_features
-from .model import GraphAutoencoder, GraphEncoder, Standardize, TiedAutoencoder, TiedLinear
+from .model import GraphAutoencoder, GraphEncoder, NeighbourContext, Standardize, TiedAutoencoder, TiedLinear
 
-__all__ = ["TiedAutoencoder", "TiedLinear", "Standardize", "GraphAutoencoder", "GraphEncoder", "Layout", "Segment",
+__all__ = ["TiedAutoencoder", "TiedLinear", "Standardize", "GraphAutoencoder", "GraphEncoder", "NeighbourContext", "Layout", "Segment",
            "KINDS", "corrupt", "segment_losses", "to_features"]

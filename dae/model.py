@@ -162,46 +162,90 @@ class TiedAutoencoder(nn.Module):
         return segment_losses(self(noisy), s(x), layout, weight)
 
 
+class NeighbourContext(nn.Module):
+    """Each atom's features next to the sum of its bonded neighbours' features:
+    forward(atoms (B, N, F), adjacency (B, N, N) 0/1) -> (B, N, 2F), [x_i, sum_j A_ij x_j].
+
+    The adjacency is a constant of the molecule (detached), so the map is linear in the atoms
+    and LRP takes its plain gradient: a neighbour's share of the relevance goes back to that
+    neighbour's own features, and nothing is absorbed."""
+
+    def forward(self, atoms: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        a = adjacency.detach().to(atoms.dtype)
+        return torch.cat([atoms, a @ atoms], dim=-1)
+
+
+def _context_column(cfg: dict | None) -> int | None:
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict) or set(cfg) != {"adjacency_column"} or not isinstance(cfg["adjacency_column"], int) \
+            or cfg["adjacency_column"] < 0:
+        raise ValueError(f"'context' must be {{'adjacency_column': a pair-feature index >= 0}}, got {cfg!r:.80}")
+    return cfg["adjacency_column"]
+
+
 class GraphAutoencoder(nn.Module):
     """Codes per atom and per pair: `atoms` (a TiedAutoencoder over the 21 atom features) and
     `pairs` (over the 13 pair features). encode(atom_features (..., 21), pair_features
-    (..., 13)) -> (atom codes, pair codes); the caller masks padding."""
+    (..., 13)) -> (atom codes, pair codes); the caller masks padding.
 
-    def __init__(self, atoms: TiedAutoencoder, pairs: TiedAutoencoder):
+    With `context={'adjacency_column': k}` the atom autoencoder reads (and rebuilds) each atom
+    with its neighbourhood, [x_i, sum of x_j over the atoms j bonded to i] (`NeighbourContext`,
+    bonded where pair feature k is 1), so an atom's code can say what it is bonded to; `encode`
+    then needs whole molecules (B, N, 21) and (B, N, N, 13)."""
+
+    def __init__(self, atoms: TiedAutoencoder, pairs: TiedAutoencoder, context: dict | None = None):
         super().__init__()
         self.atoms, self.pairs = atoms, pairs
+        self.context_column = _context_column(context)
+        self.context = None if context is None else NeighbourContext()
 
     def config(self) -> dict:
-        return {"atoms": self.atoms.config(), "pairs": self.pairs.config()}
+        cfg = {"atoms": self.atoms.config(), "pairs": self.pairs.config()}
+        if self.context_column is not None:
+            cfg["context"] = {"adjacency_column": self.context_column}
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GraphAutoencoder":
-        if not isinstance(cfg, dict) or set(cfg) != {"atoms", "pairs"}:
-            raise ValueError(f"graph autoencoder config needs exactly 'atoms' and 'pairs', got {cfg!r:.80}")
-        return cls(TiedAutoencoder.from_config(cfg["atoms"]), TiedAutoencoder.from_config(cfg["pairs"]))
+        if not isinstance(cfg, dict) or not {"atoms", "pairs"} <= set(cfg) <= {"atoms", "pairs", "context"}:
+            raise ValueError(f"graph autoencoder config needs 'atoms' and 'pairs' (and optionally 'context'), got {cfg!r:.80}")
+        return cls(TiedAutoencoder.from_config(cfg["atoms"]), TiedAutoencoder.from_config(cfg["pairs"]), cfg.get("context"))
+
+    def atom_inputs(self, atom_features, pair_features):
+        """What the atom autoencoder reads: the atom features, with their neighbourhood when
+        the autoencoder has a context."""
+        if self.context is None:
+            return atom_features
+        return self.context(atom_features, pair_features[..., self.context_column])
 
     def encode(self, atom_features, pair_features):
-        return self.atoms.encode(atom_features), self.pairs.encode(pair_features)
+        return self.atoms.encode(self.atom_inputs(atom_features, pair_features)), self.pairs.encode(pair_features)
 
     def encoder(self) -> "GraphEncoder":
         """The input stage for a supervised network: the two encoders (copies) as one module."""
         import copy
 
-        return GraphEncoder(copy.deepcopy(self.atoms.encoder), copy.deepcopy(self.pairs.encoder))
+        ctx = None if self.context_column is None else {"adjacency_column": self.context_column}
+        return GraphEncoder(copy.deepcopy(self.atoms.encoder), copy.deepcopy(self.pairs.encoder), ctx)
 
 
 class GraphEncoder(nn.Module):
     """forward(atom_features, pair_features) -> (atom codes, pair codes), row by row: the
-    encoder halves of a GraphAutoencoder, as the input stage of a weave network."""
+    encoder halves of a GraphAutoencoder, as the input stage of a weave network (with the
+    autoencoder's neighbourhood context in front of the atom encoder when it has one)."""
 
-    def __init__(self, atoms: nn.Sequential, pairs: nn.Sequential):
+    def __init__(self, atoms: nn.Sequential, pairs: nn.Sequential, context: dict | None = None):
         super().__init__()
         self.atoms, self.pairs = atoms, pairs
+        self.context_column = _context_column(context)
+        self.context = None if context is None else NeighbourContext()
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GraphEncoder":
         g = GraphAutoencoder.from_config(cfg)
-        return cls(g.atoms.encoder, g.pairs.encoder)
+        return cls(g.atoms.encoder, g.pairs.encoder, cfg.get("context"))
 
     def forward(self, atom_features, pair_features):
-        return self.atoms(atom_features), self.pairs(pair_features)
+        a = atom_features if self.context is None else self.context(atom_features, pair_features[..., self.context_column])
+        return self.atoms(a), self.pairs(pair_features)

@@ -149,8 +149,10 @@ class WeaveNet(nn.Module):
             except (TypeError, ValueError, KeyError) as exc:
                 raise ValueError(f"input_stage: {exc}") from None
             sa, sp = c.input_stage["atoms"]["sizes"], c.input_stage["pairs"]["sizes"]
-            if (sa[0], sp[0]) != (fa, fp):
-                raise ValueError(f"input_stage reads {sa[0]} atom and {sp[0]} pair features; the network gets {fa} and {fp}")
+            wide = 2 if c.input_stage.get("context") else 1  # an atom with its neighbour sums
+            if (sa[0], sp[0]) != (fa * wide, fp):
+                raise ValueError(f"input_stage reads {sa[0]} atom and {sp[0]} pair features; the network gets {fa}"
+                                 f"{' (x 2 with the neighbourhood context)' if wide == 2 else ''} and {fp}")
             fa, fp = sa[-1], sp[-1]
             self.mask_atom_codes, self.mask_pair_codes = Mask(), Mask()  # codes of padding (and i = j) are 0, like raw features
             if c.freeze_input_stage:

@@ -48,6 +48,27 @@ def _layout(kind: str) -> dae.Layout:
                             for g in FEATURE_GROUPS.values() if g.kind == kind))
 
 
+def context_atom_layout() -> dae.Layout:
+    """The atom layout followed by the neighbour sums (`dae.NeighbourContext`): each atom group
+    summed over the bonded neighbours, a count (continuous: squared error, Gaussian noise)."""
+    own = atom_layout()
+    return own + dae.Layout(tuple(dae.Segment(f"neighbours.{g.name}", g.start, g.stop, "continuous") for g in own.segments))
+
+
+def context_names() -> tuple[str, ...]:
+    """The 42 names of an atom row with its neighbourhood."""
+    from molgraph import ATOM_FEATURES
+
+    return tuple(ATOM_FEATURES) + tuple(f"neighbours.{n}" for n in ATOM_FEATURES)
+
+
+def adjacency_column() -> int:
+    """The pair feature that says two atoms are bonded (graph distance <= 1)."""
+    from molgraph import PAIR_FEATURES
+
+    return PAIR_FEATURES.index("graph_distance_le_1")
+
+
 def flat_layout(max_atoms: int = 29) -> dae.Layout:
     """The flat vector's layout: max_atoms atom slots, then the upper-triangle pair slots."""
     n_pairs = max_atoms * (max_atoms - 1) // 2
@@ -55,13 +76,16 @@ def flat_layout(max_atoms: int = 29) -> dae.Layout:
 
 
 # ------------------------------------------------------------------------------ rows of a batch
-def graph_rows(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(atoms, 21) of the real atoms and (pairs, 13) of the real atom pairs i < j of a MolBatch."""
+def graph_rows(batch, model=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(atoms, 21) of the real atoms and (pairs, 13) of the real atom pairs i < j of a MolBatch;
+    (atoms, 42), each atom with its neighbourhood, for a graph autoencoder `model` with a
+    context."""
     mask = batch.atom_mask.bool()
     n = mask.shape[1]
     iu = torch.triu(torch.ones(n, n, dtype=torch.bool), 1)
     pm = mask[:, :, None] & mask[:, None, :] & iu
-    return batch.atom_features[mask], batch.pair_features[pm]
+    atoms = batch.atom_features if model is None else model.atom_inputs(batch.atom_features, batch.pair_features)
+    return atoms[mask], batch.pair_features[pm]
 
 
 def flat_rows(batch, max_atoms: int = 29) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +101,7 @@ def flat_rows(batch, max_atoms: int = 29) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass(frozen=True)
 class DAEConfig:
     variant: str = "graph"
-    atom_sizes: tuple[int, ...] = (21, 32, 8)
+    atom_sizes: tuple[int, ...] = (21, 32, 8)  # (42, ...) with atom_context
     pair_sizes: tuple[int, ...] = (13, 16, 4)
     flat_sizes: tuple[int, ...] = (5887, 512, 64)
     activation: str = "relu"
@@ -90,21 +114,28 @@ class DAEConfig:
     seed: int = 0
     train_size: int | None = None
     val_size: int | None = 2000  # molecules of fold 0's validation slice that pick the epoch (None: all)
+    atom_context: bool = False  # graph variant: code each atom with the sum of its bonded neighbours' features
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
         for k in ("atom_sizes", "pair_sizes", "flat_sizes"):
             object.__setattr__(self, k, tuple(int(s) for s in getattr(self, k)))
-        if self.atom_sizes[0] != 21 or self.pair_sizes[0] != 13:
-            raise ValueError("atom sizes start with 21 and pair sizes with 13 (the Molecular Graph's features)")
+        n_atom_in = 42 if self.atom_context else 21
+        if self.atom_sizes[0] != n_atom_in or self.pair_sizes[0] != 13:
+            raise ValueError(f"atom sizes start with {n_atom_in} and pair sizes with 13 (the Molecular Graph's features"
+                             f"{', each atom with its neighbour sums' if self.atom_context else ''})")
+        if self.atom_context and self.variant != "graph":
+            raise ValueError("atom_context is a setting of the graph variant (codes per atom)")
         if not (0 <= self.masking < 1 and self.noise >= 0):
             raise ValueError(f"masking must be in [0, 1) and noise >= 0, got {self.masking}, {self.noise}")
 
     def build(self) -> torch.nn.Module:
         if self.variant == "graph":
-            return dae.GraphAutoencoder(dae.TiedAutoencoder(self.atom_sizes, atom_layout(), self.activation),
-                                        dae.TiedAutoencoder(self.pair_sizes, pair_layout(), self.activation))
+            layout = context_atom_layout() if self.atom_context else atom_layout()
+            return dae.GraphAutoencoder(dae.TiedAutoencoder(self.atom_sizes, layout, self.activation),
+                                        dae.TiedAutoencoder(self.pair_sizes, pair_layout(), self.activation),
+                                        {"adjacency_column": adjacency_column()} if self.atom_context else None)
         max_atoms = _max_atoms_of(self.flat_sizes[0])
         return dae.TiedAutoencoder(self.flat_sizes, flat_layout(max_atoms), self.activation)
 
@@ -131,7 +162,7 @@ def batch_losses(model, variant: str, batch, cfg: DAEConfig, gen: torch.Generato
     """{'atoms.kind' / 'pairs.kind' / 'kind': loss}: per atom row and per pair row for 'graph',
     per molecule for 'flat'."""
     if variant == "graph":
-        a, p = graph_rows(batch)
+        a, p = graph_rows(batch, model)
         out = {f"atoms.{k}": v for k, v in model.atoms.losses(a, None, cfg.masking, cfg.noise, gen).items()}
         out.update({f"pairs.{k}": v for k, v in model.pairs.losses(p, None, cfg.masking, cfg.noise, gen).items()})
         return out
@@ -144,7 +175,7 @@ def fit_standardization(model, variant: str, ds, indices: np.ndarray) -> None:
 
     b = read_batch(ds, np.sort(indices[:4000]))
     if variant == "graph":
-        a, p = graph_rows(b)
+        a, p = graph_rows(b, model)
         model.atoms.fit_standardization(a)
         model.pairs.fit_standardization(p)
     else:
@@ -327,11 +358,19 @@ def reconstruction_metrics(model, variant: str, ds, base: dict[str, torch.Tensor
 
     model.eval()
     acc: dict[str, list] = {g: [0.0, 0.0, 0.0] for g in FEATURE_GROUPS}  # model, baseline, count
+    context = variant == "graph" and model.context_column is not None
+    if context:
+        acc["neighbour_sums"] = [0.0, 0.0, 0.0]
     for s in range(0, len(ds), batch_size):
         b = read_batch(ds, np.arange(s, min(s + batch_size, len(ds))))
         if variant == "graph":
-            a, p = graph_rows(b)
-            parts = {"atom": (a, model.atoms.reconstruct(a), model.atoms), "pair": (p, model.pairs.reconstruct(p), model.pairs)}
+            a, p = graph_rows(b, model)
+            rec_a = model.atoms.reconstruct(a)
+            parts = {"atom": (a, rec_a, model.atoms), "pair": (p, model.pairs.reconstruct(p), model.pairs)}
+            if context:  # the neighbour sums the atom code rebuilds too (counts: MAE)
+                t, r = a[:, 21:], rec_a[:, 21:]
+                n_ = acc["neighbour_sums"]
+                n_[0] += float((r - t).abs().sum()); n_[1] += float((base["neighbour_sums"] - t).abs().sum()); n_[2] += t.numel()
         else:
             x, w = flat_rows(b, _max_atoms_of(model.sizes[0]))
             rec = model.reconstruct(x)
@@ -356,7 +395,7 @@ def reconstruction_metrics(model, variant: str, ds, base: dict[str, torch.Tensor
             a_[0] += float(m); a_[1] += float(bl); a_[2] += cnt
     out = {}
     for g, (m, bl, cnt) in acc.items():
-        kind = FEATURE_KINDS[g]
+        kind = FEATURE_KINDS.get(g, "continuous")
         key = "mae" if kind == "continuous" else "accuracy"
         out[g] = {"kind": kind, key: m / max(cnt, 1), f"baseline_{key}": bl / max(cnt, 1), "n": int(cnt)}
     return out
@@ -369,8 +408,10 @@ def baselines(ds, n: int = 4000, seed: int = 0) -> dict[str, torch.Tensor]:
     from gcnn import read_batch
 
     idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
-    a, p = graph_rows(read_batch(ds, idx))
-    out = {}
+    b = read_batch(ds, idx)
+    a, p = graph_rows(b)
+    ctx = dae.NeighbourContext()(b.atom_features, b.pair_features[..., adjacency_column()])[b.atom_mask.bool()][:, 21:]
+    out = {"neighbour_sums": ctx.mean(0)}  # what an input-free model rebuilds of an atom's neighbourhood
     for g in FEATURE_GROUPS.values():
         t = (a if g.kind == "atom" else p)[:, g.slice]
         kind = FEATURE_KINDS[g.name]
@@ -543,7 +584,11 @@ def add_parser(sub) -> None:
     t.add_argument("--variant", choices=VARIANTS, default="graph",
                    help="graph: codes per atom and per pair (default; the weave network's input stage); flat: one "
                         "code per molecule from the 5,887-long flattened Molecular Graph (the proposal's design)")
-    t.add_argument("--atom-sizes", default="21,32,8", help="atom autoencoder sizes input,hidden,code (default 21,32,8)")
+    t.add_argument("--atom-sizes", default="21,32,8", help="atom autoencoder sizes input,hidden,code (default 21,32,8; "
+                   "with --atom-context the input is 42, and 42,32,8 the default)")
+    t.add_argument("--atom-context", action="store_true", help="graph variant: code each atom with its bonded "
+                   "neighbourhood, [its 21 features, their sum over its bonded neighbours] (42 inputs, rebuilt by the "
+                   "decoder too)")
     t.add_argument("--pair-sizes", default="13,16,4", help="pair autoencoder sizes (default 13,16,4)")
     t.add_argument("--flat-sizes", default="5887,512,64", help="flat autoencoder sizes (default 5887,512,64)")
     t.add_argument("--masking", type=float, default=0.15, help="masking-noise probability (one-hot groups, flags)")
@@ -580,7 +625,10 @@ def cmd_train(args) -> int:
     from .cli import _deadline, _load
 
     try:
-        cfg = DAEConfig(variant=args.variant, atom_sizes=_sizes(args.atom_sizes, "--atom-sizes"),
+        atom_sizes = _sizes(args.atom_sizes, "--atom-sizes")
+        if args.atom_context and atom_sizes[0] == 21:
+            atom_sizes = (42,) + atom_sizes[1:]  # the default sizes, read with the neighbourhood
+        cfg = DAEConfig(variant=args.variant, atom_sizes=atom_sizes, atom_context=args.atom_context,
                         pair_sizes=_sizes(args.pair_sizes, "--pair-sizes"), flat_sizes=_sizes(args.flat_sizes, "--flat-sizes"),
                         masking=args.masking, noise=args.noise, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         seed=args.seed, train_size=args.train_size)
@@ -625,10 +673,11 @@ def cmd_inspect(args) -> int:
     if variant == "graph":
         from gcnn import read_batch
 
-        a, p = graph_rows(read_batch(train_ds, np.sort(np.random.default_rng(1).permutation(len(train_ds))[:2000])))
-        units = {"atoms": code_units(model.atoms, a, ATOM_FEATURES), "pairs": code_units(model.pairs, p, PAIR_FEATURES)}
+        a, p = graph_rows(read_batch(train_ds, np.sort(np.random.default_rng(1).permutation(len(train_ds))[:2000])), model)
+        atom_names = ATOM_FEATURES if model.context_column is None else context_names()
+        units = {"atoms": code_units(model.atoms, a, atom_names), "pairs": code_units(model.pairs, p, PAIR_FEATURES)}
         doc["code_units"] = units
-        draw_code_units(units, {"atoms": ATOM_FEATURES, "pairs": PAIR_FEATURES}, out / "code_units.png")
+        draw_code_units(units, {"atoms": atom_names, "pairs": PAIR_FEATURES}, out / "code_units.png")
         lines.append("code units (decoder response to +1 sd; largest three):")
         for part, us in units.items():
             for u in us:

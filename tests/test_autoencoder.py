@@ -197,3 +197,70 @@ def test_code_relevance_conserves_and_matches_the_input_path(data, combined):
     assert torch.allclose(e.explained, full.explained, atol=1e-10)
     assert r["atoms"].shape[-1] == 8 and r["pairs"].shape[-1] == 4
     assert float(r["atoms"][~b.atom_mask].abs().sum()) == 0
+
+
+# ------------------------------------------------------------------------------ neighbourhood context
+@pytest.fixture(scope="module")
+def trained_context(data):
+    root, ds = data
+    cfg = A.DAEConfig(atom_sizes=(42, 32, 8), atom_context=True, epochs=4, batch_size=32, train_size=250)
+    A.train(ds, root / "ae_ctx", cfg, progress=False, log=lambda m: None)
+    return root / "ae_ctx", cfg
+
+
+def test_context_rows_are_each_atom_with_the_sum_of_its_bonded_neighbours(data, trained_context):
+    _, ds = data
+    _, model, _ = A.load(trained_context[0])
+    g = ds[int(np.argmax([ds[i].n_atoms for i in range(40)]))]
+    a, _ = A.graph_rows(collate([g]), model)
+    own, nbr = a[:, :21], a[:, 21:]
+    assert torch.equal(own, g.atom_features)
+    bonded = g.pair_features[..., A.adjacency_column()] > 0.5
+    for i in range(g.n_atoms):  # literal: the neighbours' rows added up
+        torch.testing.assert_close(nbr[i], g.atom_features[bonded[i]].sum(0))
+    h = FEATURE_GROUPS["atom_type"].slice
+    n_h = nbr[:, h][:, 0]  # hydrogen neighbours of each atom
+    assert int(n_h.sum()) == int(bonded[:, g.atom_features[:, h][:, 0] > 0.5].sum())
+
+
+def test_context_autoencoder_rebuilds_the_neighbourhood_and_round_trips(data, trained_context, tmp_path):
+    root, ds = data
+    variant, model, cfg = A.load(trained_context[0])
+    assert cfg["autoencoder"]["context"] == {"adjacency_column": A.adjacency_column()}
+    sp = A.fold0(ds)
+    m = A.reconstruction_metrics(model, variant, ds.subset(sp.test), A.baselines(ds.subset(sp.train)))
+    assert m["neighbour_sums"]["mae"] < 0.9 * m["neighbour_sums"]["baseline_mae"], m["neighbour_sums"]  # 4 epochs, 250 molecules
+    assert m["atom_type"]["accuracy"] > m["atom_type"]["baseline_accuracy"] + 0.05
+    with pytest.raises(ValueError, match="atom sizes start with 42"):
+        A.DAEConfig(atom_context=True)
+    with pytest.raises(ValueError, match="setting of the graph variant"):
+        A.DAEConfig(variant="flat", atom_sizes=(42, 32, 8), atom_context=True)
+
+
+def test_context_input_stage_keeps_invariance_and_conservation(data, trained_context):
+    _, ds = data
+    _, model, _ = A.load(trained_context[0])
+    torch.manual_seed(0)
+    net = WeaveNet(WeaveConfig(atom_hidden=16, pair_hidden=8, readout_hidden=12, head_hidden=(16,),
+                               input_stage=model.config()))
+    net.input_stage.load_state_dict(model.encoder().state_dict())
+    net = net.double().eval()
+    g = ds[7]
+    b = collate([g])
+    a, p = b.atom_features.double(), b.pair_features.double()
+    perm = torch.from_numpy(np.random.default_rng(1).permutation(g.n_atoms))
+    torch.testing.assert_close(net(a[:, perm], p[:, perm][:, :, perm], b.atom_mask), net(a, p, b.atom_mask),
+                               rtol=1e-10, atol=1e-10)
+    bb = ds.batch(np.arange(5))
+    inputs = (bb.atom_features.double(), bb.pair_features.double(), bb.atom_mask)
+    e = lrp.explain(net, inputs, "epsilon", track_absorbed=True)
+    assert float(e.conservation_error().max()) < 1e-8
+    r = A.code_relevance(net, bb, "epsilon")
+    assert float(r["explanation"].conservation_error().max()) < 1e-8
+    # the encoder's codes equal the autoencoder's own encoding of the context rows
+    codes, _ = net.input_stage(inputs[0], inputs[1])
+    torch.testing.assert_close(codes, model.double().encode(inputs[0], inputs[1])[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="input_stage"):
+        bad = model.config()
+        bad["atoms"] = {**bad["atoms"], "sizes": [21, 32, 8]}
+        WeaveNet(WeaveConfig(input_stage=bad))

@@ -139,3 +139,25 @@ def test_graph_autoencoder_config_round_trip():
     assert torch.equal(ca, again.atoms.encode(a)) and torch.equal(cp, again.pairs.encode(p))
     with pytest.raises(ValueError, match="atoms"):
         dae.GraphAutoencoder.from_config({"atoms": {}})
+
+
+def test_neighbour_context_is_the_literal_sum_and_round_trips():
+    torch.manual_seed(0)
+    a = torch.randn(2, 4, 3)
+    adj = torch.tensor([[0, 1, 0, 0], [1, 0, 1, 1], [0, 1, 0, 0], [0, 1, 0, 0]], dtype=torch.float32).expand(2, 4, 4)
+    y = dae.NeighbourContext()(a, adj)
+    assert torch.equal(y[..., :3], a)
+    torch.testing.assert_close(y[:, 1, 3:], a[:, 0] + a[:, 2] + a[:, 3])
+    torch.testing.assert_close(y[:, 0, 3:], a[:, 1])
+    g = dae.GraphAutoencoder(dae.TiedAutoencoder((42, 8, 4)), dae.TiedAutoencoder((13, 6, 2)), {"adjacency_column": 4})
+    again = dae.GraphAutoencoder.from_config(g.config())
+    again.load_state_dict(g.state_dict())
+    atoms, pairs = torch.randn(3, 5, 21), (torch.rand(3, 5, 5, 13) > 0.5).float()
+    ca, cp = g.encoder()(atoms, pairs)
+    assert ca.shape == (3, 5, 4) and torch.equal(ca, again.encode(atoms, pairs)[0])
+    enc = dae.GraphEncoder.from_config(g.config())
+    enc.load_state_dict(g.encoder().state_dict())
+    assert torch.equal(enc(atoms, pairs)[0], ca)
+    for bad in ({"adjacency_column": -1}, {"column": 4}, 4):
+        with pytest.raises(ValueError, match="context"):
+            dae.GraphAutoencoder(dae.TiedAutoencoder((42, 8, 4)), dae.TiedAutoencoder((13, 6, 2)), bad)
