@@ -6,7 +6,8 @@
 # encoders frozen in front, and the same fine-tuned. Rerunning resumes; finished runs are skipped.
 #   TARGET=zpve_ev: the same for ZPVE (folders zpve_n*); SIZES="1000 5000 20000";
 #   SEEDS="1 2": other training seeds on the same molecules (folders *_s1, *_s2);
-#   EPOCHS: per run (default 40 at N = 1,000, 25 above, as in docs/dae.md).
+#   EPOCHS: per run (default 40 at N = 1,000, 25 above, as in docs/dae.md);
+#   AE=... TAG=_ctx: another autoencoder's arms (folders *_frozen_ctx, ...; scratch is shared).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 AE=${AE:-data/dae/graph_a8_p4}
@@ -31,7 +32,8 @@ splits.TrainValTest(train, val, np.asarray(f0.test), meta={"from": "fold 0 of da
 PY
   for seed in ${SEEDS:-0}; do  # the training seed (initialization, batch order); the molecules stay the same
   for arm in scratch frozen fine-tune; do
-    out=data/dae/study/${prefix}_n${n}_${arm}$([ "$seed" = 0 ] || echo "_s$seed")
+    out=data/dae/study/${prefix}_n${n}_${arm}${TAG:-}$([ "$seed" = 0 ] || echo "_s$seed")
+    [ "$arm" = scratch ] && [ -n "${TAG:-}" ] && continue  # another autoencoder: the scratch arm is the same run
     [ -f "$out/metrics.json" ] && continue
     extra=()
     [ "$arm" = frozen ] && extra=(--input-stage "$AE" --freeze)
