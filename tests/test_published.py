@@ -82,3 +82,23 @@ def test_a_label_model_is_published_with_its_level_and_warns_outside_its_heavy_a
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "pub" / "tiny-beta"), str(big)]) == 0
     assert "heavy atoms; the training molecules have" in capsys.readouterr().out
+
+
+def test_a_frequency_set_model_card_states_its_flags_and_set_figures(tmp_path):
+    torch.set_num_threads(1)
+    ds = qm9.load(ids=range(1, 61), cache_root=tmp_path / "cache", workers=1, progress=False, log=lambda m: None)
+    cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=1, batch_size=16, set_layout="hydrogen", lr=5e-4)
+    gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, folds=[0], log=lambda m: None, progress=False,
+                        model_config=gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(16, 8),
+                                                      n_outputs=81))
+    info = published.publish(tmp_path / "cv", "tiny-freqs", tmp_path / "pub")
+    # the command a reader would rerun carries every setting that differs from the defaults
+    for flag in ("--set-layout hydrogen", "--head-hidden 16,8", "--atom-hidden 8", "--lr 0.0005", "--target freqs_cm1"):
+        assert flag in info["command"], (flag, info["command"])
+    assert "--layers" not in info["command"] and "--pair-cutoff" not in info["command"]
+    st = info["per_fold"][0]["set"]
+    assert list(st["per_region"]) == ["below_1000", "1000_2000", "2000_2600", "above_2600"]
+    card = (tmp_path / "pub" / "tiny-freqs" / "MODEL_CARD.md").read_text()
+    assert "omega_1" in card and "ZPVE from the set" in card
+    m = json.loads((tmp_path / "cv" / "fold_0" / "metrics.json").read_text())["targets"]["freqs_cm1"]
+    assert f"{m['omega_1_mae']:.2f}" in card
