@@ -189,6 +189,31 @@ def set_shares(shares: np.ndarray) -> dict[str, np.ndarray]:
     return {name: shares[:, [idx[g] for g in members]].sum(1) for name, members in GROUP_SETS.items()}
 
 
+def profile_similarity(sa: np.ndarray, sb: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """How alike two models' 12-group profiles are, over paired molecules (rows of sa, sb: per
+    molecule shares): the Spearman rank correlation of the two mean-share profiles and their
+    total-variation distance, half the L1 distance (0: the same profile, 1: disjoint groups), each
+    with a basic bootstrap 95 % CI over molecules (the same resamples for both)."""
+    from scipy.stats import spearmanr
+
+    def stats(ma, mb):
+        return float(spearmanr(ma, mb).statistic), float(0.5 * np.abs(ma - mb).sum())
+
+    rho, tv = stats(sa.mean(0), sb.mean(0))
+    rng = np.random.default_rng(seed)
+    boot = np.array([stats(sa[i].mean(0), sb[i].mean(0)) for i in (rng.integers(0, len(sa), len(sa)) for _ in range(n_boot))])
+    q_lo, q_hi = np.quantile(boot, 0.025, axis=0), np.quantile(boot, 0.975, axis=0)
+    est = np.array([rho, tv])
+    # basic (reverse-percentile) interval 2 est - q: a distance's bootstrap distribution sits above the
+    # estimate when the profiles are close (|.| of a noisy difference), and a percentile interval would miss it
+    lo, hi = np.clip(2 * est - q_hi, [-1, 0], [1, 1]), np.clip(2 * est - q_lo, [-1, 0], [1, 1])
+    return {"spearman": rho, "spearman_lo": float(lo[0]), "spearman_hi": float(hi[0]),
+            "total_variation": tv, "total_variation_lo": float(lo[1]), "total_variation_hi": float(hi[1]),
+            "definition": "between the two 12-group mean-share profiles: Spearman rank correlation; total-variation "
+                          "distance 0.5 sum_g |share_a - share_b| (0 same, 1 disjoint); basic bootstrap 95 % CI over "
+                          "molecules"}
+
+
 def format_p(p: float) -> str:
     if p is None or not np.isfinite(p):
         return "p = n/a"
@@ -346,6 +371,7 @@ def compare(dir_a, dir_b, n_boot: int = 2000, seed: int = 0, warn=None) -> dict:
         "test": "two-sided Wilcoxon signed-rank on paired per-molecule differences (a - b), zeros dropped; "
                 f"Holm correction within the 12 groups and within the 3 sets; significant at {SIGNIFICANCE}",
         "groups": rows, "within_model_geometric_minus_electronic": within,
+        "profile": profile_similarity(sa, sb, n_boot=min(n_boot, 1000), seed=seed),
         "warnings": warnings,
     }
     result["claims"] = claims(result)
@@ -539,6 +565,12 @@ def verdict_markdown(result: dict, command: str | None = None) -> str:
         parts.append(f"| {v['model']} | {_pts(v['mean_diff'])} [{_pts(v['mean_diff_lo'])}, {_pts(v['mean_diff_hi'])}] | "
                      f"{_pts(v['median_diff'])} [{_pts(v['median_diff_lo'])}, {_pts(v['median_diff_hi'])}] | "
                      f"{v['rank_biserial']:+.2f} | {format_p(v['p_holm'])} |\n")
+    pr = result.get("profile")
+    if pr:
+        parts.append(f"\n## How alike the two profiles are\n\nOver the 12 groups' mean shares: Spearman rank correlation "
+                     f"{pr['spearman']:.2f} [{pr['spearman_lo']:.2f}, {pr['spearman_hi']:.2f}]; total-variation distance "
+                     f"{pr['total_variation']:.3f} [{pr['total_variation_lo']:.3f}, {pr['total_variation_hi']:.3f}] "
+                     f"(0: the same profile, 1: disjoint groups; basic bootstrap 95 % CIs over molecules).\n")
     sets = result["group_sets"]
     parts.append(f"\nGroup sets: geometric = {', '.join(sets['geometric'])}; electronic = {', '.join(sets['electronic'])}; "
                  f"neither = {', '.join(sets['neither'])}.\n")

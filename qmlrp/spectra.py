@@ -153,6 +153,7 @@ def report(model: str, out: str | Path, split: str = "test", cache_root=None, ma
     sets = np.where(mask, sets, 0.0)
     m = {"n_molecules": int(len(test_ids)), "n_values": int(mask.sum()), **regression_metrics(sets[mask], true[mask]),
          **set_metrics(sets, true, mask, test)}
+    m["omega_1_by_class"] = omega_1_by_class(sets, true, mask, [xh_class(test[i]) for i in range(len(test))])
     tr_sets, tr_mask = sorted_sets(train, target, predictor.n_outputs)
     keys = lambda d: [formula_key(d.molecule(i).elements) for i in range(len(d))]  # noqa: E731
     base = baselines(tr_sets, tr_mask, keys(train), true, mask, keys(test))
@@ -178,6 +179,42 @@ def report(model: str, out: str | Path, split: str = "test", cache_root=None, ma
     return m
 
 
+XH_CLASSES = ("O-H", "N-H", "C-H only", "no H")
+
+
+def xh_class(graph) -> str:
+    """What a molecule's highest mode omega_1 most likely is, from its Molecular Graph: an O-H
+    stretch if an H is bonded to O, else N-H, else C-H (X-H stretches are the highest modes of
+    QM9: O-H ~3,700-3,850, N-H ~3,450-3,600, C-H ~2,900-3,450 cm^-1), or none."""
+    from molgraph import FEATURE_GROUPS, PAIR_FEATURES
+
+    t = graph.atom_features[:, FEATURE_GROUPS["atom_type"].slice]  # H C N O F
+    bonded = graph.pair_features[..., PAIR_FEATURES.index("graph_distance_le_1")] > 0.5
+    h = t[:, 0] > 0.5
+    if not bool(h.any()):
+        return "no H"
+    partners = bonded[h].any(0)  # atoms bonded to some H
+    for name, col in (("O-H", 3), ("N-H", 2)):
+        if bool((partners & (t[:, col] > 0.5)).any()):
+            return name
+    return "C-H only"
+
+
+def omega_1_by_class(sets: np.ndarray, true: np.ndarray, mask: np.ndarray, classes: Sequence[str]) -> dict:
+    """omega_1 (the highest mode) MAE and signed mean error per X-H class of `xh_class`."""
+    n = mask.sum(1)
+    rows = np.arange(len(n))[n > 0]
+    err = sets[rows, n[rows] - 1] - true[rows, n[rows] - 1]
+    cls = np.asarray(classes, dtype=object)[rows]
+    out = {}
+    for c in XH_CLASSES:
+        e = err[cls == c]
+        if len(e):
+            out[c] = {"n_molecules": int(len(e)), "mae": float(np.abs(e).mean()), "mean_error": float(e.mean()),
+                      "true_mean": float(true[rows, n[rows] - 1][cls == c].mean())}
+    return out
+
+
 def markdown(m: dict) -> str:
     rows = [("this model", m["mae"], m["omega_1_mae"], m.get("zpve_from_set_mae_ev"), m["per_region"])]
     rows += [(name.replace("_", " "), b["mae"], b["omega_1_mae"], b.get("zpve_from_set_mae_ev"), b["per_region"])
@@ -190,6 +227,11 @@ def markdown(m: dict) -> str:
     for name, mae, w1, z, reg in rows:
         cells = " | ".join("-" if reg[k]["mae"] is None else f"{reg[k]['mae']:.1f}" for k in REGION_LABELS)
         lines.append(f"| {name} | {mae:.2f} | {cells} | {w1:.2f} | {'-' if z is None else f'{1000 * z:.2f}'} |")
+    if "omega_1_by_class" in m:
+        lines += ["", "omega_1 by what the highest mode is (an H bonded to O, else to N, else to C):", "",
+                  "| class | molecules | mean QM9 omega_1 | MAE | mean error (predicted - QM9) |", "|---|---:|---:|---:|---:|"]
+        for c, r in m["omega_1_by_class"].items():
+            lines.append(f"| {c} | {r['n_molecules']:,} | {r['true_mean']:.0f} | {r['mae']:.1f} | {r['mean_error']:+.1f} |")
     if "zpve_model" in m:
         lines += ["", f"Dedicated ZPVE model {m['zpve_model']['model']}: MAE {1000 * m['zpve_model']['mae_ev']:.2f} meV "
                       f"on the same molecules; correlation of the two ZPVE errors r = {m['zpve_model']['set_vs_model_r']:.2f}."]

@@ -270,3 +270,28 @@ def test_end_to_end_on_real_explain_output(tmp_path, monkeypatch, capsys):
     run = C.read_explain_dir(tmp_path / "zpve" / "explain")
     assert len(run.ids) == n_test and all(i.startswith("qm9:") for i in run.ids)
     np.testing.assert_allclose(run.relevance.sum(1) + run.meta["absorbed"], run.meta["explained"], atol=1e-4)
+
+
+def test_profile_similarity_is_one_and_zero_for_the_same_shares_and_the_literal_formula():
+    rng = np.random.default_rng(0)
+    s = rng.dirichlet(np.ones(12), size=80)
+    same = C.profile_similarity(s, s, n_boot=50)
+    assert same["spearman"] == pytest.approx(1.0) and same["total_variation"] == pytest.approx(0.0, abs=1e-15)
+    t = rng.dirichlet(np.ones(12) * 3, size=80)
+    p = C.profile_similarity(s, t, n_boot=200)
+    assert p["total_variation"] == pytest.approx(0.5 * np.abs(s.mean(0) - t.mean(0)).sum())
+    # two samples of one distribution: the true distance is 0 and the interval reaches it (a percentile
+    # interval would not: the distance of two noisy means is biased up); clearly different ones exclude 0
+    assert C.profile_similarity(s, rng.dirichlet(np.ones(12), size=80), n_boot=300)["total_variation_lo"] == 0.0
+    w = np.ones(12); w[:3] = 10
+    assert C.profile_similarity(s, rng.dirichlet(w, size=80), n_boot=300)["total_variation_lo"] > 0.1
+    disjoint = np.zeros((5, 12)); disjoint[:, 0] = 1
+    other = np.zeros((5, 12)); other[:, 1] = 1
+    assert C.profile_similarity(disjoint, other, n_boot=10)["total_variation"] == pytest.approx(1.0)
+
+
+def test_compare_reports_the_profile_similarity(runs):
+    res = C.compare(*runs, n_boot=200)
+    pr = res["profile"]
+    assert -1 <= pr["spearman_lo"] <= pr["spearman"] <= pr["spearman_hi"] <= 1
+    assert "How alike the two profiles are" in C.verdict_markdown(res)

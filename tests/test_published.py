@@ -102,3 +102,19 @@ def test_a_frequency_set_model_card_states_its_flags_and_set_figures(tmp_path):
     assert "omega_1" in card and "ZPVE from the set" in card
     m = json.loads((tmp_path / "cv" / "fold_0" / "metrics.json").read_text())["targets"]["freqs_cm1"]
     assert f"{m['omega_1_mae']:.2f}" in card
+
+
+def test_a_published_fold_knows_its_test_and_validation_molecules():
+    """`qmlrp explain --model qm9-zpve --split test` needs the fold's molecules: rebuilt from the
+    shipped bins, with the validation slice checked against the recorded split digest."""
+    import numpy as np
+
+    from qmlrp.explain.inputs import split_test_ids
+
+    fold = published.ROOT / "qm9-zpve" / "fold_0"
+    with np.load(published.ROOT / "qm9-zpve" / published.SPLIT_FILE, allow_pickle=False) as z:
+        bin0 = np.sort(z["bin_0"])
+    test, where = split_test_ids(fold, "test")
+    assert np.array_equal(test, bin0) and "split_bins.npz" in where
+    val, _ = split_test_ids(fold, "val")
+    assert len(val) > 0 and not set(val.tolist()) & set(test.tolist())

@@ -49,6 +49,16 @@ def split_test_ids(model_dir: Path, which: str = "test") -> tuple[np.ndarray, st
                 where = f"fold {c.meta['fold']} of {parent}" if "fold" in c.meta else str(parent)
                 return np.asarray(getattr(c, which)), f"{which} molecules of {where}"
         raise ValueError(f"{parent} does not hold the split {model_dir} was trained on (digest {meta['digest']})")
+    bins_file = model_dir.parent / "split_bins.npz"  # a fold of a published model (qmlrp publish)
+    if bins_file.exists() and meta.get("digest") and "fold" in meta:
+        with np.load(bins_file, allow_pickle=False) as z:
+            bins = tuple(np.asarray(z[f"bin_{i}"]) for i in range(sum(k.startswith("bin_") for k in z.files)))
+        f = int(meta["fold"])
+        sp = splits.KFold(bins, seed=0).fold(f)  # the seeded protocol's validation slice (seed 0)
+        if which != "test" and sp.digest != meta["digest"]:
+            raise ValueError(f"{bins_file}: fold {f}'s {which} molecules cannot be rebuilt (split digest "
+                             f"{sp.digest}, the model's {meta['digest']}); its test bin can (--split test)")
+        return np.asarray(getattr(sp, which)), f"{which} molecules of fold {f} of {bins_file}"
     raise FileNotFoundError(f"{model_dir}: no split.json here or (for a fold model) in the parent directory; "
                             f"choose the molecules with --ids FILE or give XYZ/SDF files")
 
