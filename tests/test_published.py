@@ -118,3 +118,15 @@ def test_a_published_fold_knows_its_test_and_validation_molecules():
     assert np.array_equal(test, bin0) and "split_bins.npz" in where
     val, _ = split_test_ids(fold, "val")
     assert len(val) > 0 and not set(val.tolist()) & set(test.tolist())
+
+
+def test_the_shipped_frequency_model_predicts_a_stick_spectrum(tmp_path, capsys):
+    card = published.card("qm9-freqs")
+    assert card["target"] == "freqs_cm1" and card["per_fold"][0]["set"]["omega_1_mae"] > 0
+    assert "--set-layout hydrogen" in card["command"]
+    assert main(["predict", "--model", "qm9-freqs", str(DATA / "ethanol.sdf"), "--json", "--plot", str(tmp_path)]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    modes = row["prediction"]
+    assert len(modes) == 3 * 9 - 6 and modes == sorted(modes)  # ethanol: 9 atoms, 21 modes, sorted
+    assert sum(m > 2600 for m in modes) == 6  # one X-H stretch per hydrogen
+    assert (tmp_path / "ethanol_0.png").stat().st_size > 5000

@@ -244,7 +244,9 @@ def model_card(info: dict) -> str:
                  f"this project; {n} of {info['k']} fold models ship here.")
         data, limits = _label_card(info), _label_limits(info)
     else:
-        intro = (f"A weave network (Molecular Graph input; the Faber-like configuration of qmlrp's `gcnn.WeaveNet`) "
+        faber_like = all(flag not in info["command"] for flag in (*_MODEL_FLAGS.values(), *_TRAIN_FLAGS.values()))
+        how = "the Faber-like configuration of" if faber_like else "the settings under 'How it was trained', in"
+        intro = (f"A weave network (Molecular Graph input; {how} qmlrp's `gcnn.WeaveNet`) "
                  f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
                  f"ship here" + (" (the rest are still training; the ensemble grows as they finish)."
                                  if n < (info["k"] or n) else "."))
@@ -254,6 +256,11 @@ def model_card(info: dict) -> str:
                 f"(`qmlrp split --k 10` with seed 0 gives it). Fold K tests on bin K and trains on the rest (10 % of it "
                 f"for validation and early stopping).")
         limits = _LIMITS
+        if any(r.get("set") for r in info["per_fold"]):
+            limits += (" The predicted set is QM9's kind of spectrum: harmonic B3LYP/6-31G(2df,p) frequencies, unscaled, "
+                       "without intensities; compare it with experiment only after the usual scaling (about 0.96-0.97 "
+                       "for this level, NIST CCCBDB), and read the X-H stretches of O-H and N-H with the per-class omega_1 errors "
+                       "of docs/spectra.md in mind.")
     lines = [f"# {info['name']}: {info['target']} ({unit})\n\n", intro, "\n\n## Data and split\n\n", data,
              "\n\n## How it was trained\n\n",
              f"`{info['command']}`; model {json.dumps(info['model'])}; training {json.dumps(train)}.",
