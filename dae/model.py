@@ -175,16 +175,29 @@ class NeighbourContext(nn.Module):
         return torch.cat([atoms, a @ atoms], dim=-1)
 
 
-def _context_column(cfg: dict | None) -> int | None:
-    if cfg is None:
-        return None
-    if not isinstance(cfg, dict) or set(cfg) != {"adjacency_column"} or not isinstance(cfg["adjacency_column"], int) \
-            or cfg["adjacency_column"] < 0:
-        raise ValueError(f"'context' must be {{'adjacency_column': a pair-feature index >= 0}}, got {cfg!r:.80}")
-    return cfg["adjacency_column"]
+class _AtomContext(nn.Module):
+    """What the atom encoder of a graph autoencoder (or of its input stage) reads: the atom
+    features, or, with `context={'adjacency_column': k}`, each atom with its bonded neighbourhood
+    (`NeighbourContext`, bonded where pair feature k is 1)."""
+
+    def _set_context(self, context: dict | None) -> None:
+        if context is not None and (not isinstance(context, dict) or set(context) != {"adjacency_column"}
+                                    or not isinstance(context["adjacency_column"], int) or context["adjacency_column"] < 0):
+            raise ValueError(f"'context' must be {{'adjacency_column': a pair-feature index >= 0}}, got {context!r:.80}")
+        self.context_column = None if context is None else context["adjacency_column"]
+        self.context = None if context is None else NeighbourContext()
+
+    def context_config(self) -> dict | None:
+        return None if self.context_column is None else {"adjacency_column": self.context_column}
+
+    def atom_inputs(self, atom_features, pair_features):
+        """The atom features, with their neighbourhood when there is a context."""
+        if self.context is None:
+            return atom_features
+        return self.context(atom_features, pair_features[..., self.context_column])
 
 
-class GraphAutoencoder(nn.Module):
+class GraphAutoencoder(_AtomContext):
     """Codes per atom and per pair: `atoms` (a TiedAutoencoder over the 21 atom features) and
     `pairs` (over the 13 pair features). encode(atom_features (..., 21), pair_features
     (..., 13)) -> (atom codes, pair codes); the caller masks padding.
@@ -197,13 +210,12 @@ class GraphAutoencoder(nn.Module):
     def __init__(self, atoms: TiedAutoencoder, pairs: TiedAutoencoder, context: dict | None = None):
         super().__init__()
         self.atoms, self.pairs = atoms, pairs
-        self.context_column = _context_column(context)
-        self.context = None if context is None else NeighbourContext()
+        self._set_context(context)
 
     def config(self) -> dict:
         cfg = {"atoms": self.atoms.config(), "pairs": self.pairs.config()}
         if self.context_column is not None:
-            cfg["context"] = {"adjacency_column": self.context_column}
+            cfg["context"] = self.context_config()
         return cfg
 
     @classmethod
@@ -212,13 +224,6 @@ class GraphAutoencoder(nn.Module):
             raise ValueError(f"graph autoencoder config needs 'atoms' and 'pairs' (and optionally 'context'), got {cfg!r:.80}")
         return cls(TiedAutoencoder.from_config(cfg["atoms"]), TiedAutoencoder.from_config(cfg["pairs"]), cfg.get("context"))
 
-    def atom_inputs(self, atom_features, pair_features):
-        """What the atom autoencoder reads: the atom features, with their neighbourhood when
-        the autoencoder has a context."""
-        if self.context is None:
-            return atom_features
-        return self.context(atom_features, pair_features[..., self.context_column])
-
     def encode(self, atom_features, pair_features):
         return self.atoms.encode(self.atom_inputs(atom_features, pair_features)), self.pairs.encode(pair_features)
 
@@ -226,11 +231,10 @@ class GraphAutoencoder(nn.Module):
         """The input stage for a supervised network: the two encoders (copies) as one module."""
         import copy
 
-        ctx = None if self.context_column is None else {"adjacency_column": self.context_column}
-        return GraphEncoder(copy.deepcopy(self.atoms.encoder), copy.deepcopy(self.pairs.encoder), ctx)
+        return GraphEncoder(copy.deepcopy(self.atoms.encoder), copy.deepcopy(self.pairs.encoder), self.context_config())
 
 
-class GraphEncoder(nn.Module):
+class GraphEncoder(_AtomContext):
     """forward(atom_features, pair_features) -> (atom codes, pair codes), row by row: the
     encoder halves of a GraphAutoencoder, as the input stage of a weave network (with the
     autoencoder's neighbourhood context in front of the atom encoder when it has one)."""
@@ -238,8 +242,7 @@ class GraphEncoder(nn.Module):
     def __init__(self, atoms: nn.Sequential, pairs: nn.Sequential, context: dict | None = None):
         super().__init__()
         self.atoms, self.pairs = atoms, pairs
-        self.context_column = _context_column(context)
-        self.context = None if context is None else NeighbourContext()
+        self._set_context(context)
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GraphEncoder":
@@ -247,5 +250,4 @@ class GraphEncoder(nn.Module):
         return cls(g.atoms.encoder, g.pairs.encoder, cfg.get("context"))
 
     def forward(self, atom_features, pair_features):
-        a = atom_features if self.context is None else self.context(atom_features, pair_features[..., self.context_column])
-        return self.atoms(a), self.pairs(pair_features)
+        return self.atoms(self.atom_inputs(atom_features, pair_features)), self.pairs(pair_features)

@@ -28,6 +28,7 @@ import torch
 
 import dae
 from molgraph import FEATURE_GROUPS, FEATURE_KINDS
+from molgraph.features import N_ATOM_FEATURES
 from molgraph.batch import flatten
 from molgraph.storage import atomic_torch_save, atomic_write_text
 
@@ -368,7 +369,7 @@ def reconstruction_metrics(model, variant: str, ds, base: dict[str, torch.Tensor
             rec_a = model.atoms.reconstruct(a)
             parts = {"atom": (a, rec_a, model.atoms), "pair": (p, model.pairs.reconstruct(p), model.pairs)}
             if context:  # the neighbour sums the atom code rebuilds too (counts: MAE)
-                t, r = a[:, 21:], rec_a[:, 21:]
+                t, r = a[:, N_ATOM_FEATURES:], rec_a[:, N_ATOM_FEATURES:]
                 n_ = acc["neighbour_sums"]
                 n_[0] += float((r - t).abs().sum()); n_[1] += float((base["neighbour_sums"] - t).abs().sum()); n_[2] += t.numel()
         else:
@@ -410,7 +411,8 @@ def baselines(ds, n: int = 4000, seed: int = 0) -> dict[str, torch.Tensor]:
     idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
     b = read_batch(ds, idx)
     a, p = graph_rows(b)
-    ctx = dae.NeighbourContext()(b.atom_features, b.pair_features[..., adjacency_column()])[b.atom_mask.bool()][:, 21:]
+    ctx = dae.NeighbourContext()(b.atom_features, b.pair_features[..., adjacency_column()])[b.atom_mask.bool()]
+    ctx = ctx[:, N_ATOM_FEATURES:]
     out = {"neighbour_sums": ctx.mean(0)}  # what an input-free model rebuilds of an atom's neighbourhood
     for g in FEATURE_GROUPS.values():
         t = (a if g.kind == "atom" else p)[:, g.slice]

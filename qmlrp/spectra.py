@@ -187,15 +187,16 @@ def xh_class(graph) -> str:
     stretch if an H is bonded to O, else N-H, else C-H (X-H stretches are the highest modes of
     QM9: O-H ~3,700-3,850, N-H ~3,450-3,600, C-H ~2,900-3,450 cm^-1), or none."""
     from molgraph import FEATURE_GROUPS, PAIR_FEATURES
+    from molgraph.features import ATOM_TYPES
 
-    t = graph.atom_features[:, FEATURE_GROUPS["atom_type"].slice]  # H C N O F
+    t = graph.atom_features[:, FEATURE_GROUPS["atom_type"].slice] > 0.5  # one column per ATOM_TYPES element
     bonded = graph.pair_features[..., PAIR_FEATURES.index("graph_distance_le_1")] > 0.5
-    h = t[:, 0] > 0.5
+    h = t[:, ATOM_TYPES.index("H")]
     if not bool(h.any()):
         return "no H"
     partners = bonded[h].any(0)  # atoms bonded to some H
-    for name, col in (("O-H", 3), ("N-H", 2)):
-        if bool((partners & (t[:, col] > 0.5)).any()):
+    for name, element in (("O-H", "O"), ("N-H", "N")):
+        if bool((partners & t[:, ATOM_TYPES.index(element)]).any()):
             return name
     return "C-H only"
 

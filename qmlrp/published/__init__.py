@@ -122,26 +122,36 @@ _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--
                 "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm"}
 
 
-def _command(cfg: dict, target: str, cv_dir: Path) -> str:
-    """The `qmlrp cv` command a CV directory's config says it came from (ids files are not
-    recorded: a label model's command names them by what they hold)."""
+def _changed_settings(model: dict, train: dict) -> list[str]:
+    """`--flag value` for every model or training setting of a config.json that differs from the
+    defaults (the Faber-like configuration)."""
     from dataclasses import asdict
 
     import gcnn
 
+    def plain(v):
+        return tuple(v) if isinstance(v, list) else v  # JSON lists against the dataclasses' tuples
+
+    out = []
+    for table, defaults, flags in ((model, asdict(gcnn.WeaveConfig()), _MODEL_FLAGS),
+                                   (train, asdict(gcnn.TrainConfig()), _TRAIN_FLAGS)):
+        for key, flag in flags.items():
+            v = table.get(key)
+            if v is not None and plain(v) != plain(defaults.get(key)):
+                out.append(f"{flag} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}")
+    return out
+
+
+def _command(cfg: dict, target: str, cv_dir: Path) -> str:
+    """The `qmlrp cv` command a CV directory's config says it came from (ids files are not
+    recorded: a label model's command names them by what they hold)."""
     t = cfg["train"]
     parts = [f"qmlrp cv --target {target} --folds {cfg['split'].get('k')} --epochs {t['epochs']} --batch-size "
              f"{t['batch_size']}"]
     labels = (cfg.get("inputs") or {}).get("labels")
     if labels:
         parts.append(f"--labels {labels['table']} --ids <the table's labelled ids>")
-    model_defaults, train_defaults = asdict(gcnn.WeaveConfig()), asdict(gcnn.TrainConfig())
-    for table, defaults, flags in ((cfg.get("model", {}), model_defaults, _MODEL_FLAGS), (t, train_defaults, _TRAIN_FLAGS)):
-        for key, flag in flags.items():
-            if key in table and table[key] is not None and table[key] != defaults.get(key) \
-                    and not (key == "head_hidden" and tuple(table[key]) == tuple(defaults[key])):
-                v = table[key]
-                parts.append(f"{flag} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}")
+    parts += _changed_settings(cfg.get("model", {}), t)
     if cfg.get("init_from"):
         parts.append(f"--init-from {cfg['init_from']['model']}")
     parts.append(f"--out {cv_dir}")
@@ -244,7 +254,7 @@ def model_card(info: dict) -> str:
                  f"this project; {n} of {info['k']} fold models ship here.")
         data, limits = _label_card(info), _label_limits(info)
     else:
-        faber_like = all(flag not in info["command"] for flag in (*_MODEL_FLAGS.values(), *_TRAIN_FLAGS.values()))
+        faber_like = not _changed_settings(info["model"], info["train"])
         how = "the Faber-like configuration of" if faber_like else "the settings under 'How it was trained', in"
         intro = (f"A weave network (Molecular Graph input; {how} qmlrp's `gcnn.WeaveNet`) "
                  f"trained on all of QM9 with a seeded {info['k']}-fold cross-validation; {n} of {info['k']} fold models "
