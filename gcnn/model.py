@@ -43,6 +43,12 @@ class WeaveConfig:
     # Kearnes et al.'s "N2" setting: only pairs at most this many bonds apart exist for the network
     # (graph_distance_le_K of the input); None: all pairs (the Faber-like default)
     pair_cutoff: int | None = None
+    # frequency sets in the hydrogen layout (gcnn.sets): hidden widths of a per-hydrogen head that
+    # predicts one X-H stretch on each H atom from its own final atom vector; the values, sorted
+    # highest first, fill the first `xh_slots` outputs (zeros beyond the molecule's hydrogens) and
+    # the molecule-level head gives the other n_outputs - xh_slots. None: one head for all outputs
+    xh_head: tuple[int, ...] | None = None
+    xh_slots: int = 20
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -62,6 +68,22 @@ class WeaveConfig:
                 raise ValueError(f"pair_cutoff reads the Molecular Graph's graph-distance features; the network has "
                                  f"{self.n_pair_features} pair features, not {N_PAIR_FEATURES}")
             object.__setattr__(self, "pair_cutoff", k)
+        if self.xh_head is not None:
+            from molgraph.features import N_ATOM_FEATURES
+
+            object.__setattr__(self, "xh_head", tuple(int(h) for h in self.xh_head))
+            if any(h < 1 for h in self.xh_head):
+                raise ValueError(f"xh_head widths must be >= 1, got {self.xh_head}")
+            if not 0 < int(self.xh_slots) < self.n_outputs:
+                raise ValueError(f"xh_head: xh_slots must be between 1 and n_outputs - 1 = {self.n_outputs - 1}, "
+                                 f"got {self.xh_slots} (a per-hydrogen head is for a frequency set in the hydrogen layout)")
+            if self.n_atom_features != N_ATOM_FEATURES:
+                raise ValueError(f"xh_head finds the hydrogens in the Molecular Graph's atom-type feature; the network "
+                                 f"has {self.n_atom_features} atom features, not {N_ATOM_FEATURES}")
+            if self.input_stage is not None:
+                raise ValueError("xh_head and an input stage do not combine yet: the per-hydrogen head reads the "
+                                 "atom types from the raw features, which from_codes does not see")
+            object.__setattr__(self, "xh_slots", int(self.xh_slots))
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -69,6 +91,8 @@ class WeaveConfig:
             d.pop("input_stage"), d.pop("freeze_input_stage")
         if self.pair_cutoff is None:  # the same for configs from before the cutoff
             d.pop("pair_cutoff")
+        if self.xh_head is None:  # and before the per-hydrogen head
+            d.pop("xh_head"), d.pop("xh_slots")
         return d
 
     @classmethod
@@ -172,11 +196,27 @@ class WeaveNet(nn.Module):
         for h in c.head_hidden:
             head += [nn.Linear(width, h), act()]
             width = h
-        head.append(nn.Linear(width, c.n_outputs))
+        self.xh = None
+        if c.xh_head is not None:
+            from molgraph.features import ATOM_FEATURES
+
+            self.h_column = ATOM_FEATURES.index("atom_type_H")
+            xh, w = [], c.atom_hidden
+            for h in c.xh_head:
+                xh += [nn.Linear(w, h), act()]
+                w = h
+            xh.append(nn.Linear(w, 1))
+            self.xh = nn.Sequential(*xh)  # one value per atom; only the hydrogens' are read
+        head.append(nn.Linear(width, c.n_outputs - (c.xh_slots if c.xh_head is not None else 0)))
         self.head = nn.Sequential(*head)
 
     def forward(self, atom_features, pair_features, atom_mask):
-        return self.head(self.pooled(atom_features, pair_features, atom_mask))  # (B, n_outputs)
+        if self.xh is None:
+            return self.head(self.pooled(atom_features, pair_features, atom_mask))  # (B, n_outputs)
+        g, atoms = self.pooled(atom_features, pair_features, atom_mask, with_atoms=True)
+        is_h = (atom_features[..., self.h_column] > 0.5) & atom_mask.bool()
+        xh = hydrogen_block(self.xh(atoms).squeeze(-1), is_h, self.config.xh_slots)
+        return torch.cat([xh, self.head(g)], dim=1)  # (B, n_outputs)
 
     def masks(self, atom_mask, pair_features=None):
         """(atom mask (B, N) bool, pair mask (B, N, N): both atoms real, i != j and, with a
@@ -206,21 +246,24 @@ class WeaveNet(nn.Module):
             pairs = self.mask_input_pairs(pairs, pair_mask)
         return self._body(atoms, pairs, mask, pair_mask)
 
-    def pooled(self, atom_features, pair_features, atom_mask):
+    def pooled(self, atom_features, pair_features, atom_mask, with_atoms: bool = False):
         """(B, readout_hidden x n_gaussians) the molecule vector the head reads: the atoms'
-        histograms summed (`forward` = head(pooled)); the molecule with no atoms pools to 0."""
+        histograms summed (`forward` = head(pooled) without a per-hydrogen head); the molecule
+        with no atoms pools to 0. with_atoms: (pooled, the last weave module's atoms (B, N, Ha))."""
         mask, pair_mask = self.masks(atom_mask, pair_features)
         a, p = atom_features, pair_features
         if self.input_stage is not None:
             a, p = self.encode_inputs(a, p, mask, pair_mask)
         elif self.cutoff_column is not None:
             p = self.mask_input_pairs(p, pair_mask)
-        return self._pooled(a, p, mask, pair_mask)
+        return self._pooled(a, p, mask, pair_mask, with_atoms)
 
     def _body(self, atoms, pairs, mask, pair_mask):
+        if self.xh is not None:  # excluded by the config (an input stage is what calls from_codes)
+            raise ValueError("from_codes: a network with a per-hydrogen head needs the raw atom types; call it directly")
         return self.head(self._pooled(atoms, pairs, mask, pair_mask))  # (B, n_outputs)
 
-    def _pooled(self, atoms, pairs, mask, pair_mask):
+    def _pooled(self, atoms, pairs, mask, pair_mask, with_atoms: bool = False):
         a, p, s = atoms, pairs, None
         layers = list(self.layers)
         for k, layer in enumerate(layers):
@@ -235,7 +278,7 @@ class WeaveNet(nn.Module):
             g = self.atom_sum(self.mask_histogram(self.histogram(h), mask))  # (B, R, n) via (B, N, R, n)
         else:
             g = histogram_sum(h, mask, self.histogram)  # the same (B, R, n), fused
-        return self.flatten(g)  # (B, R * n)
+        return (self.flatten(g), a) if with_atoms else self.flatten(g)  # (B, R * n)
 
     def encode_inputs(self, atom_features, pair_features, mask, pair_mask):
         """The input stage's atom and pair codes, padding zeroed (the raw features without one)."""
@@ -259,6 +302,21 @@ class WeaveNet(nn.Module):
         if base._global_forward_hooks or base._global_forward_pre_hooks:
             return True
         return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def hydrogen_block(values: torch.Tensor, is_h: torch.Tensor, slots: int) -> torch.Tensor:
+    """(B, slots): the hydrogens' values (B, N) sorted highest first, zeros beyond each molecule's
+    hydrogens (the X-H block of the hydrogen layout, `gcnn.sets`). Only a selection and a 0/1
+    mask: the gradient (and LRP's relevance) goes to each hydrogen's own value unchanged."""
+    b, n = values.shape
+    key = torch.where(is_h, values.detach(), torch.full_like(values, -torch.inf))
+    k = min(slots, n)
+    idx = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
+    keep = torch.arange(k, device=values.device).reshape(1, -1) < is_h.sum(1, keepdim=True)
+    block = torch.gather(values, 1, idx) * keep.to(values.dtype)
+    if k < slots:
+        block = torch.cat([block, block.new_zeros(b, slots - k)], dim=1)
+    return block
 
 
 def config_json(config: WeaveConfig) -> str:

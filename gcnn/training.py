@@ -315,6 +315,13 @@ class Trainer:
         self.model_config = model_config or WeaveConfig(n_outputs=self.config.n_outputs)
         if self.model_config.n_outputs != self.config.n_outputs:
             raise ValueError(f"model has {self.model_config.n_outputs} outputs; the targets need {self.config.n_outputs}")
+        if getattr(self.model_config, "xh_head", None) is not None:
+            layout = self.config.layout
+            if layout is None or layout.name != "hydrogen" or layout.h_slots != self.model_config.xh_slots:
+                raise ValueError(f"a per-hydrogen head (xh_head) fills the X-H block of the hydrogen layout: it needs a "
+                                 f"frequency-set target with set_layout 'hydrogen' and {self.model_config.xh_slots} X-H "
+                                 f"outputs (got {self.config.targets[0]!r}, layout "
+                                 f"{layout.name if layout else None!r})")
         self.log, self.progress = log, progress
 
     def fit(self, train_ds, val_ds, split_meta: dict | None = None, stop_after: int | None = None,
@@ -335,6 +342,12 @@ class Trainer:
         mean = np.where(ymask, y, 0).sum(0) / count  # per output, over the molecules that have it
         std = np.sqrt(np.where(ymask, (y - mean) ** 2, 0).sum(0) / count)
         std[std == 0] = 1.0
+        if getattr(self.model_config, "xh_head", None) is not None:
+            # the X-H outputs are the per-hydrogen values sorted: one scale for all of them, so that
+            # sorting the standardized values sorts the frequencies
+            k = self.model_config.xh_slots
+            vals = y[:, :k][ymask[:, :k]]
+            mean[:k], std[:k] = vals.mean(), max(float(vals.std()), 1e-12)
         if c.is_vector:  # validation: the sorted-set error of the decoded prediction
             val_true, val_mask = sorted_sets(val_ds, c.targets[0], c.vector_length)
             val_nh = val_ds.n_hydrogens

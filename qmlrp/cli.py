@@ -230,7 +230,7 @@ def _model_config(args, **extra):
 
     head = tuple(int(h) for h in str(args.head_hidden).split(",") if h.strip())
     if getattr(args, "architecture", None) == "flat" or extra.get("architecture") == "flat":
-        weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128, "pair_cutoff": None}
+        weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128, "pair_cutoff": None, "xh_head": None}
         changed = [k for k, v in weave_only.items() if getattr(args, k, v) != v]
         if changed:
             raise ValueError(f"--{changed[0].replace('_', '-')} is a weave network setting; the flat network "
@@ -239,8 +239,18 @@ def _model_config(args, **extra):
         return gcnn.FlatConfig(head_hidden=head, n_outputs=_train_config(args).n_outputs, **extra)
     return gcnn.WeaveConfig(atom_hidden=args.atom_hidden, pair_hidden=args.pair_hidden, n_layers=args.layers,
                             readout_hidden=args.readout_hidden, head_hidden=head,
-                            pair_cutoff=getattr(args, "pair_cutoff", None),
+                            pair_cutoff=getattr(args, "pair_cutoff", None), xh_head=_xh_head(args),
                             n_outputs=_train_config(args).n_outputs, **extra)
+
+
+def _xh_head(args):
+    """--xh-head WIDTHS: the per-hydrogen head's hidden widths (None without the flag)."""
+    spec = getattr(args, "xh_head", None)
+    if spec is None:
+        return None
+    if getattr(args, "set_layout", None) != "hydrogen":
+        raise ValueError("--xh-head fills the X-H block of the hydrogen layout: add --set-layout hydrogen")
+    return tuple(int(h) for h in str(spec).split(",") if h.strip())
 
 
 def _input_stage(args):
@@ -639,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--set-layout", choices=("ascending", "descending", "hydrogen"), default="ascending",
                           help="vector targets (freqs_cm1): which output holds which member of the sorted set "
                                "(docs/spectra.md); ascending by default")
+        arch.add_argument("--xh-head", metavar="WIDTHS", help="frequency sets, hydrogen layout: predict each X-H "
+                          "stretch on its own hydrogen with a per-atom head of these hidden widths (e.g. 128,64), "
+                          "sorted into the X-H outputs (docs/spectra.md); default: one molecule-level head")
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")

@@ -106,6 +106,13 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
     order = np.argsort(n, kind="stable")
     chunks = [order[i:i + batch_size] for i in range(0, len(n), batch_size)]
     composite = composite_for(rule, histogram_rule)
+    if getattr(net, "xh", None) is not None:  # outputs from two branches: the composite through the whole network
+        if reference is not None:
+            raise ValueError("a network with a per-hydrogen head (xh_head) is explained against the training mean "
+                             "only (--reference mean): its X-H outputs are not a function of the pooled vector, "
+                             "which the other references are measured at")
+        yield from _whole_network_batches(net, graph, chunks, composite, target, progress)
+        return
     below = _pooled_module(net)
     pools = hasattr(net, "mask_histogram")  # a weave network sums atoms' histograms; a flat one has no pooling
     for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
@@ -147,6 +154,33 @@ def relevance_batches(net, graph: Callable[[int], object], n_atoms: np.ndarray, 
             contribution = per_atom(e.relevance[0], e.relevance[1])
         absorbed = sum(absorbed_by.values()) if absorbed_by else torch.zeros_like(explained)
         yield idx, graphs, BatchRelevance(tuple(e.relevance), out, explained, absorbed, absorbed_by, contribution, g)
+
+
+def _whole_network_batches(net, graph, chunks, composite, target, progress):
+    """The relevance pass of a network whose outputs do not all come from the pooled vector (a
+    per-hydrogen head: `gcnn.WeaveNet` with xh_head): one composite pass from the outputs to the
+    inputs. The selection and sorting of the hydrogens' values are not modules: they pass each
+    value's relevance to that hydrogen's head unchanged. An atom's contribution is its own input
+    relevance plus half of its pairs' (`molgraph.relevance.per_atom`)."""
+    import lrp
+    import torch
+
+    from molgraph import collate
+    from molgraph.relevance import per_atom
+
+    for idx in _tqdm(chunks, progress, desc="explain", unit="batch"):
+        graphs = [graph(int(i)) for i in idx]
+        b = collate([g.with_targets({}) for g in graphs])
+        x = (b.atom_features, b.pair_features, b.atom_mask)
+        with torch.no_grad():
+            out = net(*x)
+            g = net.pooled(*x)
+        w = _weights(target, b, graphs, out)
+        e = lrp.explain(net, x, composite, target=out * w, track_absorbed=True)
+        absorbed_by = dict(e.absorbed_by)
+        absorbed = sum(absorbed_by.values()) if absorbed_by else torch.zeros_like(e.explained)
+        yield idx, graphs, BatchRelevance(tuple(e.relevance), out, e.explained, absorbed, absorbed_by,
+                                          per_atom(e.relevance[0], e.relevance[1]), g)
 
 
 REFERENCES = ("mean", "empty")  # or the path of a molecule file

@@ -117,7 +117,8 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
 SET_FIGURES = ("per_region", "omega_1_mae", "per_molecule_mae_median", "zpve_from_set_mae_ev", "zpve_from_true_set_mae_ev")
 # config key -> flag of the settings a `qmlrp cv` command states when they differ from the defaults
 _MODEL_FLAGS = {"atom_hidden": "--atom-hidden", "pair_hidden": "--pair-hidden", "n_layers": "--layers",
-                "readout_hidden": "--readout-hidden", "head_hidden": "--head-hidden", "pair_cutoff": "--pair-cutoff"}
+                "readout_hidden": "--readout-hidden", "head_hidden": "--head-hidden", "pair_cutoff": "--pair-cutoff",
+                "xh_head": "--xh-head"}
 _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--lr-factor", "lr_patience": "--lr-patience",
                 "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm"}
 

@@ -106,13 +106,16 @@ def test_a_model_trained_on_a_label_table_is_explained_with_its_labels(tmp_path,
     assert rc == 2  # refused: the table is not the one the model was trained on
 
 
-def test_a_vector_model_is_explained_on_a_selected_output_range(model, tmp_path):
+@pytest.mark.parametrize("xh_head", [None, (8,)])
+def test_a_vector_model_is_explained_on_a_selected_output_range(model, tmp_path, xh_head):
     """A frequency-set model: the explained quantity is the sum over the selected modes of
-    (prediction - training mean); relevance conserves it; scalar-only options are refused."""
+    (prediction - training mean); relevance conserves it; scalar-only options are refused. The
+    same with a per-hydrogen head (X-H outputs from the atoms, the rest from the pooled vector)."""
     ds, sp = model["ds"], model["split"]
     out = tmp_path / "freqs"
     cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=1, batch_size=16, seed=0, set_layout="hydrogen")
-    gcnn.Trainer(out, gcnn.WeaveConfig(**{**SMALL, "n_outputs": 81}), cfg, log=lambda m: None, progress=False).fit(
+    mc = gcnn.WeaveConfig(**{**SMALL, "n_outputs": 81, "xh_head": xh_head})
+    gcnn.Trainer(out, mc, cfg, log=lambda m: None, progress=False).fit(
         ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta})
     sp.save(out / "split.json")
     lm = load_model(out, output="above:2600")
@@ -149,6 +152,11 @@ def test_a_vector_model_is_explained_on_a_selected_output_range(model, tmp_path)
             assert rs.prediction[k] == pytest.approx(p[sel].sum(), rel=1e-4, abs=1e-2)
             assert rs.prediction[k] - rs.explained[k] == pytest.approx(lm.means[sel].sum(), rel=1e-4, abs=1e-1)
             assert rs.target[k] == pytest.approx(laid[sel].sum(), rel=1e-6)
+    if xh_head is not None:  # the X-H outputs are not a function of the pooled vector the references are taken at
+        rc = main(["explain", "--model", str(out), "--split", "test", "--output", "sum", "--reference", "empty",
+                   "--cache-dir", str(model["root"] / "cache"), "--out", str(tmp_path / "ref"), "--heatmaps", "0",
+                   "--faithfulness", "0", "--no-progress"])
+        assert rc == 2
     with pytest.raises(ValueError, match="unknown output selection"):
         load_model(out, output="modes")
     with pytest.raises(ValueError, match="--output is for vector"):
