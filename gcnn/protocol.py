@@ -88,16 +88,44 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
     return summary
 
 
+def _epochs_trained(d: Path) -> int | None:
+    hist = d / "history.csv"
+    return max(len(hist.read_text().splitlines()) - 1, 0) if hist.exists() else None
+
+
+def _full_size_model(d: Path, sp, config: TrainConfig, model_config, n: int) -> Path:
+    """A finished model that stands for the learning curve's full-size point: it must have been
+    trained on exactly this split's training molecules (digest), with the same training and model
+    settings; otherwise a clear error says what differs."""
+    cfg_path = d / "config.json"
+    if not (d / "metrics.json").exists() or not cfg_path.exists():
+        raise FileNotFoundError(f"--full-from {d}: no finished model there (config.json and metrics.json)")
+    cfg = json.loads(cfg_path.read_text())
+    if (cfg.get("split") or {}).get("digest") != sp.digest or cfg.get("n_train") != n:
+        raise ValueError(f"--full-from {d}: trained on another split ({(cfg.get('split') or {}).get('digest')}, "
+                         f"{cfg.get('n_train')} molecules) than the learning curve's full size ({sp.digest}, {n})")
+    mine = {"model": (model_config or WeaveConfig(n_outputs=config.n_outputs)).to_json(), "train": config.to_json()}
+    for key, want in mine.items():
+        got = cfg.get(key, {})
+        diff = sorted(k for k in set(want) | set(got) if json.dumps(want.get(k)) != json.dumps(got.get(k)))
+        if diff:
+            raise ValueError(f"--full-from {d}: its {key} settings differ from this learning curve's in "
+                             f"{', '.join(diff)} ({', '.join(f'{k}={got.get(k)!r}, here {want.get(k)!r}' for k in diff)})")
+    return d
+
+
 def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int], seed: int = 0,
                    model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
                    progress: bool = True, trainer_kwargs: dict | None = None,
-                   deadline: float | None = None) -> list[dict]:
+                   deadline: float | None = None, full_from: str | Path | None = None) -> list[dict]:
     """Test MAE against training-set size on one fixed test set (bin 0 of the seeded 10-fold
     split) and validation set; each size trains into out/n_<size>/ (resumable). Writes
     learning_curve.csv and a log-log learning_curve.png over the sizes finished so far.
     trainer_kwargs: passed to every Trainer (an input stage, a start from another model);
     deadline: a time.time() value; the run stops at an epoch boundary before it (the sizes not
-    finished are left out of the table; the same call resumes them)."""
+    finished are left out of the table; the same call resumes them). full_from: a finished model
+    directory trained on all of the fold's training molecules with the same split and settings
+    (fold 0 of a `qmlrp cv` run): the full-size point is read from it instead of trained again."""
     from molgraph import splits
 
     out = Path(out)
@@ -112,6 +140,8 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
             log(f"size {n} skipped: only {len(pool)} training molecules")
             continue
         d = out / f"n_{n}"
+        if full_from is not None and n == len(pool):
+            d = _full_size_model(Path(full_from), sp, config, model_config, n)
         if not (d / "metrics.json").exists():
             log(f"training on {n} molecules")
             tr = Trainer(d, model_config, config, log=log, progress=progress, **(trainer_kwargs or {}))
@@ -122,7 +152,8 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
                 break
             tr.evaluate(ds.subset(sp.test))
         m = json.loads((d / "metrics.json").read_text())["targets"][target]
-        rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"]})
+        rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"],
+                     "epochs": _epochs_trained(d), "model": str(d)})
     if rows:
         with open(out / "learning_curve.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -374,7 +374,7 @@ def cmd_learning_curve(args) -> int:
         model_config, stage = _input_stage(args)
         rows = gcnn.learning_curve(ds, args.out, _train_config(args), sizes, seed=args.seed, model_config=model_config,
                                    log=lambda m: print(m, file=sys.stderr), trainer_kwargs=stage,
-                                   deadline=_deadline(args))
+                                   deadline=_deadline(args), full_from=args.full_from)
     except (FileNotFoundError, ValueError) as exc:
         print(f"qmlrp learning-curve: {exc}", file=sys.stderr)
         return 2
@@ -686,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     lc = sub.add_parser("learning-curve", help="test MAE against training-set size on a fixed test set")
     training_args(lc)
     lc.add_argument("--sizes", required=True, help="comma-separated training-set sizes, e.g. 1000,2000,5000")
+    lc.add_argument("--full-from", metavar="MODEL_DIR", help="a finished model trained on all of fold 0's training "
+                    "molecules with the same settings (e.g. data/models/cv_alpha_bohr3/fold_0): the full-size point "
+                    "is read from it, not trained again")
     lc.set_defaults(func=cmd_learning_curve)
 
     pr = sub.add_parser("predict", help="predict molecules from XYZ/SDF files with a trained model")

@@ -371,3 +371,28 @@ def test_gradient_clipping_is_inactive_above_every_norm_and_changes_training_bel
     assert "clip_grad_norm" not in json.loads((tmp_path / "plain" / "config.json").read_text())["train"]
     with pytest.raises(ValueError, match="clip_grad_norm must be > 0"):
         gcnn.TrainConfig(clip_grad_norm=0)
+
+
+def test_learning_curve_reads_its_full_size_point_from_the_finished_cv_fold(tmp_path, data):
+    """--full-from: the full-size point is fold 0 of a `qmlrp cv` run on the same split with the
+    same settings (not trained again); another split or other settings are refused, naming them."""
+    from molgraph import splits
+
+    ds = data[0]
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=0)
+    gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=10, folds=[0], model_config=gcnn.WeaveConfig(**SMALL),
+                        log=lambda m: None, progress=False)
+    full = len(splits.kfold(ds.ids, k=10, seed=0).fold(0).train)
+    fold0 = tmp_path / "cv" / "fold_0"
+    rows = gcnn.learning_curve(ds, tmp_path / "lc", cfg, [20, full], model_config=gcnn.WeaveConfig(**SMALL),
+                               log=lambda m: None, progress=False, full_from=fold0)
+    assert [r["n_train"] for r in rows] == [20, full] and rows[1]["model"] == str(fold0) and rows[1]["epochs"] == 1
+    assert rows[1]["mae"] == json.loads((fold0 / "metrics.json").read_text())["targets"]["zpve_ev"]["mae"]
+    assert not (tmp_path / "lc" / f"n_{full}").exists()  # nothing trained for it
+    other = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=0, lr=5e-4)
+    with pytest.raises(ValueError, match="lr=0.001, here 0.0005"):
+        gcnn.learning_curve(ds, tmp_path / "lc2", other, [full], model_config=gcnn.WeaveConfig(**SMALL),
+                            log=lambda m: None, progress=False, full_from=fold0)
+    with pytest.raises(ValueError, match="another split"):
+        gcnn.learning_curve(ds, tmp_path / "lc3", cfg, [full], seed=1, model_config=gcnn.WeaveConfig(**SMALL),
+                            log=lambda m: None, progress=False, full_from=fold0)
