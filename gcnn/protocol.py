@@ -14,7 +14,7 @@ from molgraph.storage import atomic_write_text
 from .model import WeaveConfig
 from .domain import DOMAIN_FILE
 from .domain import record as record_domain
-from .training import TrainConfig, Trainer
+from .training import TEST_PREDICTIONS, TrainConfig, Trainer
 
 
 def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
@@ -60,6 +60,10 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
         if f in wanted and not out_of_time and not (fold_dir / DOMAIN_FILE).exists():
             record_domain(fold_dir, ds.subset(sp.train), log=log)  # also for folds finished before domains
+        if f in wanted and not out_of_time and not config.is_vector and not (fold_dir / TEST_PREDICTIONS).exists():
+            # folds finished before test predictions were kept: the same evaluation again writes them
+            Trainer(fold_dir, model_config, config, log=log, progress=False, **(trainer_kwargs or {})).evaluate(
+                ds.subset(sp.test))
         metrics = json.loads((fold_dir / "metrics.json").read_text())
         for t, m in metrics["targets"].items():
             rows.append({"fold": f, "target": t, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],
@@ -78,6 +82,8 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=2))
+    if not config.is_vector:
+        cv_figure(out, summary)
     if final and len(done) == k and not out_of_time:
         all_ids = np.sort(ds.ids)
         val = np.sort(np.random.default_rng(seed).permutation(all_ids)[: max(1, len(all_ids) // 10)])
@@ -86,6 +92,71 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         Trainer(out / "final", model_config, config, log=log, progress=progress, **(trainer_kwargs or {})).fit(ds.subset(train), ds.subset(val),
                                                                                      deadline=deadline)
     return summary
+
+
+def out_of_fold(out: str | Path, target: str) -> dict:
+    """The pooled test-bin predictions of a CV directory's finished folds (each molecule predicted
+    by the one fold model that never saw it): {'fold', 'ids', 'true', 'pred'} arrays."""
+    parts = []
+    for d in sorted(Path(out).glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
+        f = d / TEST_PREDICTIONS
+        if not f.exists() or not (d / "metrics.json").exists():
+            continue
+        with np.load(f) as z:
+            k = list(z["targets"]).index(target)
+            ok = np.isfinite(z["true"][:, k])
+            parts.append((int(d.name.split("_")[1]), z["ids"][ok], z["true"][ok, k], z["pred"][ok, k]))
+    if not parts:
+        return {"fold": np.zeros(0, int), "ids": np.zeros(0, int), "true": np.zeros(0), "pred": np.zeros(0)}
+    return {"fold": np.concatenate([np.full(len(p[1]), p[0]) for p in parts]),
+            **{key: np.concatenate([p[j] for p in parts]) for j, key in ((1, "ids"), (2, "true"), (3, "pred"))}}
+
+
+def cv_figure(out: str | Path, summary: dict) -> Path | None:
+    """cv.png: per target, each finished fold's test MAE with the mean +- standard deviation, and
+    the out-of-fold parity plot of every molecule of the finished folds' test bins."""
+    out = Path(out)
+    targets = list(summary.get("targets", {}))
+    if not targets:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(targets), 2, figsize=(9, 3.8 * len(targets)), squeeze=False)
+    for row, t in zip(axes, targets):
+        folds = [r for r in summary["folds"] if r["target"] == t]
+        unit, stats = summary["targets"][t]["unit"], summary["targets"][t]
+        ax = row[0]
+        ax.plot([r["fold"] for r in folds], [r["mae"] for r in folds], "o", color="C0")
+        m, sd = stats["mae_mean"], stats["mae_std"]
+        ax.axhline(m, color="C0", lw=1)
+        if sd > 0:
+            ax.axhspan(m - sd, m + sd, color="C0", alpha=0.15)
+        ax.set_xticks(range(summary["k"]))
+        ax.set_xlim(-0.5, summary["k"] - 0.5)
+        ax.set_xlabel("fold")
+        ax.set_ylabel(f"test MAE / {unit}")
+        ax.set_title(f"{t}: {len(folds)} of {summary['k']} folds, mean {m:.4g}" + (f" +- {sd:.2g}" if sd > 0 else ""))
+        oof = out_of_fold(out, t)
+        ax = row[1]
+        if len(oof["true"]):
+            lo, hi = float(min(oof["true"].min(), oof["pred"].min())), float(max(oof["true"].max(), oof["pred"].max()))
+            ax.hexbin(oof["true"], oof["pred"], gridsize=80, bins="log", mincnt=1, cmap="viridis",
+                      extent=(lo, hi, lo, hi))
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+            mae = float(np.abs(oof["pred"] - oof["true"]).mean())
+            ax.set_title(f"out of fold: {len(oof['true'])} molecules, MAE {mae:.4g}")
+        else:
+            ax.text(0.5, 0.5, "no test predictions kept", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(f"QM9 {t} / {unit}")
+        ax.set_ylabel(f"predicted / {unit}")
+    fig.tight_layout()
+    path = out / "cv.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _epochs_trained(d: Path) -> int | None:

@@ -505,6 +505,7 @@ class Trainer:
             for k, t in enumerate(self.config.targets):
                 metrics["targets"][t] = {"unit": TARGETS[t].unit,
                                          **regression_metrics(pred[mask[:, k], k], true[mask[:, k], k])}
+            save_test_predictions(self.out, test_ds.ids, self.config.targets, true, pred)
         atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
         return metrics
 
@@ -659,6 +660,23 @@ class Predictor:
 
 CHECKSUMS = "checksums.json"
 _CHECKED_FILES = ("config.json", "weights.pt", "domain.npz")  # domain.npz where recorded
+
+
+TEST_PREDICTIONS = "test_predictions.npz"
+
+
+def save_test_predictions(model_dir, ids, targets, true: np.ndarray, pred: np.ndarray) -> None:
+    """The test molecules' predictions of a scalar model (QM9 ids, targets, reference and
+    predicted values in target units, float32), next to metrics.json: a CV's folds together are
+    the out-of-fold predictions of every molecule (`qmlrp cv`'s figure reads them)."""
+    import io
+
+    from molgraph.storage import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, ids=np.asarray(ids, dtype=np.int64), targets=np.asarray(list(targets)),
+                        true=np.asarray(true, dtype=np.float32), pred=np.asarray(pred, dtype=np.float32))
+    atomic_write_bytes(Path(model_dir) / TEST_PREDICTIONS, buf.getvalue())
 
 
 def write_checksums(model_dir: str | os.PathLike) -> None:

@@ -227,6 +227,25 @@ def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data
     with pytest.raises(ValueError, match="holds another split"):
         gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, seed=1, model_config=gcnn.WeaveConfig(**SMALL), log=logs.append)
     assert len(gcnn.load(tmp_path / "cv").models) == 3
+    # the folds' test predictions together are every molecule's out-of-fold prediction, once
+    from gcnn.protocol import out_of_fold
+
+    oof = out_of_fold(tmp_path / "cv", "zpve_ev")
+    assert sorted(oof["ids"].tolist()) == sorted(ds.ids.tolist())
+    qm9_value = dict(zip(ds.ids.tolist(), ds.with_targets(["zpve_ev"]).target("zpve_ev").tolist()))
+    np.testing.assert_allclose(oof["true"], [qm9_value[int(q)] for q in oof["ids"]], rtol=1e-6)
+    for r in summary["folds"]:
+        sel = oof["fold"] == r["fold"]
+        assert np.abs(oof["pred"][sel] - oof["true"][sel]).mean() == pytest.approx(r["mae"], rel=1e-5)
+    assert (tmp_path / "cv" / "cv.png").read_bytes()[:4] == b"\x89PNG"
+    # folds finished before the predictions were kept get them from the same evaluation again
+    kept = (tmp_path / "cv" / "fold_0" / "test_predictions.npz").read_bytes()
+    (tmp_path / "cv" / "fold_0" / "test_predictions.npz").unlink()
+    gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL), log=logs.append,
+                        progress=False)
+    with np.load(tmp_path / "cv" / "fold_0" / "test_predictions.npz") as z, np.load(__import__("io").BytesIO(kept)) as y:
+        for key in ("ids", "true", "pred"):
+            np.testing.assert_array_equal(z[key], y[key])
     rows = gcnn.learning_curve(ds, tmp_path / "lc", cfg, [20, 40, 10_000], model_config=gcnn.WeaveConfig(**SMALL),
                                log=logs.append, progress=False)
     assert [r["n_train"] for r in rows] == [20, 40]
