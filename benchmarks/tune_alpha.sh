@@ -2,14 +2,16 @@
 # Hyperparameter search for the alpha weave network (issue 11), on fold 0's validation slice only:
 # 20,000 of fold 0's training molecules, the fold's 11,775 validation molecules.
 #   ROUND=1 (session 6): 40 epochs each, the defaults against lr 3e-4, wider and deeper networks.
-#   ROUND=2 (default): 80 epochs each at lr 3e-4 (round 1's winner): the pair cutoff (Kearnes et
+#   ROUND=2: 80 epochs each at lr 3e-4 (round 1's winner): the pair cutoff (Kearnes et
 #   al.'s N2 setting), gradient clipping, widths, depth, a larger readout.
+#   ROUND=3 (default; session 11): 80 epochs each with round 2's winner (clipping at 10): the schedule
+#   (cosine annealing at lr 1e-3 and 3e-4, a plateau patience of 10) and batch 64.
 # Resumable: rerun the same script; a finished configuration is skipped, one cut by its
 # --limit-minutes goes on from its checkpoint. Results: benchmarks/tune_alpha.py reads the
 # history.csv files (best validation MAE, epochs, minutes) into a table.
 set -u
 export TQDM_DISABLE=1  # no progress bars in the logs
-ROUND=${ROUND:-2}
+ROUND=${ROUND:-3}
 LIMIT=${LIMIT:-30}
 COMMON="--target alpha_bohr3 --split data/models/cv_alpha_bohr3/split.json --fold 0 --train-size 20000 --batch-size 128"
 run() {  # name, flags
@@ -26,6 +28,14 @@ if [ "$ROUND" = 1 ]; then
   run wide --epochs 40 --atom-hidden 100 --pair-hidden 100
   run deep --epochs 40 --layers 3
   run big_readout --epochs 40 --readout-hidden 256 --head-hidden 256,128
+elif [ "$ROUND" = 3 ]; then
+  OUT=${OUT:-runs/tune_alpha3}
+  mkdir -p "$OUT"
+  R3="--epochs 80 --clip-grad-norm 10"
+  run cosine_1e-3 $R3 --lr 1e-3 --schedule cosine
+  run cosine_3e-4 $R3 --lr 3e-4 --schedule cosine
+  run plateau_p10 $R3 --lr 3e-4 --lr-patience 10
+  run batch_64 $R3 --lr 3e-4 --batch-size 64
 else
   OUT=${OUT:-runs/tune_alpha2}
   mkdir -p "$OUT"

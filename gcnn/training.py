@@ -49,6 +49,9 @@ class TrainConfig:
     set_layout: str = "ascending"  # how a vector target's sorted set sits on the outputs (gcnn.sets)
     loss: str = "mse"  # mse or l1, on the standardized outputs
     clip_grad_norm: float | None = None  # clip each step's gradient to this global L2 norm (None: no clipping)
+    # learning-rate schedule: "plateau" (ReduceLROnPlateau on the validation MAE, lr_factor and
+    # lr_patience) or "cosine" (cosine annealing from lr to lr * 1e-2 over `epochs`, per epoch)
+    schedule: str = "plateau"
 
     def __post_init__(self):
         from molgraph import TARGETS
@@ -57,6 +60,8 @@ class TrainConfig:
 
         if self.set_layout not in LAYOUTS:
             raise ValueError(f"unknown set layout {self.set_layout!r}; valid: {', '.join(LAYOUTS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
 
@@ -93,7 +98,7 @@ class TrainConfig:
         """The settings as saved in config.json and checkpoints; settings at their values from
         before they existed are left out, so earlier runs resume unchanged."""
         d = asdict(self)
-        for key, old in (("set_layout", "ascending"), ("loss", "mse"), ("clip_grad_norm", None)):
+        for key, old in (("set_layout", "ascending"), ("loss", "mse"), ("clip_grad_norm", None), ("schedule", "plateau")):
             if d[key] == old:
                 d.pop(key)
         return d
@@ -223,6 +228,8 @@ def set_metrics(sets: np.ndarray, true: np.ndarray, mask: np.ndarray, ds=None) -
 
 
 LOSSES = ("mse", "l1")
+SCHEDULES = ("plateau", "cosine")
+COSINE_FLOOR = 1e-2  # the cosine schedule ends at lr * COSINE_FLOOR
 
 
 def masked_loss(kind: str, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -379,7 +386,10 @@ class Trainer:
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         trainable = [q for q in model.parameters() if q.requires_grad]
         opt = torch.optim.Adam(trainable, lr=c.lr, weight_decay=c.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
+        if c.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs, eta_min=c.lr * COSINE_FLOOR)
+        else:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=c.lr_factor, patience=c.lr_patience)
         rng = np.random.default_rng(c.seed)
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "bad_epochs": 0}
         ckpt = self.out / "checkpoint.pt"
@@ -447,7 +457,10 @@ class Trainer:
             if c.is_vector:
                 val_pred = np.nan_to_num(c.layout.decode_np(val_pred, val_mask.sum(1), val_nh)[0])
             val_mae = float(np.abs(val_pred - val_true)[val_mask].mean())
-            sched.step(val_mae)
+            if c.schedule == "plateau":
+                sched.step(val_mae)
+            else:
+                sched.step()
             state["epoch"] += 1
             done_here += 1
             if val_mae < state["best_val"]:

@@ -220,7 +220,8 @@ def _train_config(args):
                             weight_decay=args.weight_decay, lr_factor=args.lr_factor, lr_patience=args.lr_patience,
                             patience=args.patience, seed=args.seed, device=args.device,
                             amp=args.device.startswith("cuda"), set_layout=args.set_layout, loss=args.loss,
-                            clip_grad_norm=getattr(args, "clip_grad_norm", None))
+                            clip_grad_norm=getattr(args, "clip_grad_norm", None),
+                            schedule=getattr(args, "schedule", "plateau"))
 
 
 def _model_config(args, **extra):
@@ -643,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--lr-patience", type=int, default=5, help="epochs without a better validation MAE "
                           "before the learning rate is cut (5)")
         arch.add_argument("--patience", type=int, default=20, help="early stopping patience in epochs (20)")
+        arch.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau", help="learning-rate schedule: "
+                          "plateau (ReduceLROnPlateau on the validation MAE, --lr-factor, --lr-patience; the default) "
+                          "or cosine (annealed from --lr to --lr x 0.01 over --epochs)")
         arch.add_argument("--loss", choices=("mse", "l1"), default="mse", help="loss on the standardized outputs (mse)")
         arch.add_argument("--clip-grad-norm", type=float, metavar="NORM", help="clip each step's gradient to this "
                           "global L2 norm (default: no clipping)")

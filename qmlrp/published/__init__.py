@@ -120,7 +120,8 @@ _MODEL_FLAGS = {"atom_hidden": "--atom-hidden", "pair_hidden": "--pair-hidden", 
                 "readout_hidden": "--readout-hidden", "head_hidden": "--head-hidden", "pair_cutoff": "--pair-cutoff",
                 "xh_head": "--xh-head"}
 _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--lr-factor", "lr_patience": "--lr-patience",
-                "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm"}
+                "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm",
+                "schedule": "--schedule"}
 
 
 def _changed_settings(model: dict, train: dict) -> list[str]:

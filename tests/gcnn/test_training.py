@@ -415,3 +415,29 @@ def test_learning_curve_reads_its_full_size_point_from_the_finished_cv_fold(tmp_
     with pytest.raises(ValueError, match="another split"):
         gcnn.learning_curve(ds, tmp_path / "lc3", cfg, [full], seed=1, model_config=gcnn.WeaveConfig(**SMALL),
                             log=lambda m: None, progress=False, full_from=fold0)
+
+
+def test_cosine_schedule_literal_rates_and_resume(tmp_path, data):
+    """--schedule cosine: after epoch k of T the rate is floor + (lr - floor)(1 + cos(pi k / T)) / 2
+    with floor = lr / 100 (history.csv); a run cut after two epochs resumes to the same weights."""
+    import math
+
+    _, train, val, _ = data
+
+    def trainer(name):
+        cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=4, batch_size=16, seed=3, lr=2e-3, schedule="cosine")
+        return gcnn.Trainer(tmp_path / name, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False)
+
+    trainer("a").fit(train, val)
+    rows = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    lrs = [float(r.split(",")[rows[0].split(",").index("lr")]) for r in rows[1:]]
+    floor = 2e-3 * 1e-2
+    assert lrs == pytest.approx([floor + (2e-3 - floor) * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(1, 5)], rel=1e-9)
+    trainer("b").fit(train, val, stop_after=2)
+    trainer("b").fit(train, val)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["schedule"] == "cosine"
+    with pytest.raises(ValueError, match="unknown schedule"):
+        gcnn.TrainConfig(schedule="step")
