@@ -27,10 +27,18 @@ if [ ! -f "$OUT/labels/table.csv" ]; then
 fi
 L=$OUT/labels
 COMMON=(--labels "$L/table.csv" --folds 10 --epochs "${EPOCHS:-300}" --batch-size 16 --patience 40)
+# UNTIL (optional, a `date -d` time such as "23:45"): every arm stops cleanly at an epoch boundary
+# before it (--limit-minutes), and the arms not started by then are left for the next run
 run() {  # name, ids file, target, flags...
   name=$1 ids=$2 target=$3; shift 3
   [ -f "$OUT/$name/cv.json" ] && python -c "import json,sys; sys.exit(0 if json.load(open('$OUT/$name/cv.json'))['complete'] else 1)" && return 0
-  qmlrp cv --target "$target" --ids "$ids" "${COMMON[@]}" --out "$OUT/$name" "$@" >> "$OUT/$name.log" 2>&1
+  limit=()
+  if [ -n "${UNTIL:-}" ]; then
+    left=$(( ($(date -d "$UNTIL" +%s) - $(date +%s)) / 60 ))
+    [ "$left" -lt 3 ] && return 0
+    limit=(--limit-minutes "$left")
+  fi
+  qmlrp cv --target "$target" --ids "$ids" "${COMMON[@]}" "${limit[@]}" --out "$OUT/$name" "$@" >> "$OUT/$name.log" 2>&1 || true
 }
 run par_scratch "$L/ids.txt" beta_par_au
 run par_alpha-init "$L/ids.txt" beta_par_au --init-from qm9-alpha
