@@ -660,15 +660,20 @@ class Predictor:
 
     def predict_graphs(self, graphs) -> tuple[np.ndarray, np.ndarray]:
         """MolGraphs -> ((n, outputs) prediction, (n, outputs) ensemble spread; zeros for one model)."""
+        outs = self.member_predictions(graphs)
+        return outs.mean(0), outs.std(0)
+
+    def member_predictions(self, graphs) -> np.ndarray:
+        """MolGraphs -> (members, n, outputs): each ensemble member's prediction, in target units,
+        members in fold order."""
         from molgraph import collate
 
         if not graphs:
-            return np.zeros((0, self.n_outputs)), np.zeros((0, self.n_outputs))
+            return np.zeros((len(self.models), 0, self.n_outputs), dtype=np.float32)
         b = collate([g.with_targets({}) for g in graphs]).to(self.device)
         with torch.no_grad():
-            outs = np.stack([m.eval()(b.atom_features, b.pair_features, b.atom_mask).float().cpu().numpy()
+            return np.stack([m.eval()(b.atom_features, b.pair_features, b.atom_mask).float().cpu().numpy()
                              for m in self.models])
-        return outs.mean(0), outs.std(0)
 
 
 CHECKSUMS = "checksums.json"

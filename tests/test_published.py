@@ -54,6 +54,37 @@ def test_publish_builds_a_model_with_its_card_and_changed_files_are_refused(tmp_
     assert "no applicability domain" in capsys.readouterr().err
 
 
+def test_the_quickstart_reads_a_published_ensemble_out_of_fold(tmp_path, monkeypatch):
+    """With two fold models shipped, each molecule in a shipped test bin is predicted by the member
+    that never saw it (recomputed here from that member alone); the rest are the ensemble's, apart."""
+    import numpy as np
+
+    from molgraph import splits
+    from qmlrp.quickstart import published_on
+
+    torch.set_num_threads(1)
+    ds = qm9.load(ids=range(1, 61), cache_root=tmp_path / "cache", workers=1, progress=False, log=lambda m: None)
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16)
+    gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, folds=[0, 1], log=lambda m: None, progress=False,
+                        model_config=gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(8,)))
+    published.publish(tmp_path / "cv", "tiny", tmp_path / "pub")
+    monkeypatch.setattr(published, "ROOT", tmp_path / "pub")
+    (row,) = published_on(ds)
+    kf = splits.load_split(tmp_path / "cv" / "split.json")
+    bins = [set(int(i) for i in kf.bins[f]) for f in (0, 1)]
+    ids = [int(i) for i in ds.ids]
+    y = np.asarray(ds.target("zpve_ev"), dtype=np.float64)
+    errs = []
+    for f in (0, 1):
+        own = gcnn.load(tmp_path / "pub" / "tiny" / f"fold_{f}").predict_graphs([ds[i] for i in range(len(ds))])[0][:, 0]
+        errs += [abs(own[i] - y[i]) for i, q in enumerate(ids) if q in bins[f]]
+    assert row["folds"] == 2 and row["n"] == len(ids) and row["n_unseen"] == len(bins[0]) + len(bins[1]) == len(errs)
+    assert row["mae_unseen"] == pytest.approx(np.mean(errs), rel=1e-5)
+    rest = [i for i, q in enumerate(ids) if q not in bins[0] | bins[1]]
+    ens = gcnn.load(tmp_path / "pub" / "tiny").predict_graphs([ds[i] for i in rest])[0][:, 0]
+    assert row["mae_seen"] == pytest.approx(np.abs(ens - y[rest]).mean(), rel=1e-5)
+
+
 def test_a_label_model_is_published_with_its_level_and_warns_outside_its_heavy_atoms(tmp_path, monkeypatch, capsys):
     """A model trained on a QM label table: the card names the table, its level and the heavy-atom
     range of the training molecules, and `predict` flags a larger molecule as outside."""
