@@ -65,9 +65,10 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             Trainer(fold_dir, model_config, config, log=log, progress=False, **(trainer_kwargs or {})).evaluate(
                 ds.subset(sp.test))
         metrics = json.loads((fold_dir / "metrics.json").read_text())
+        run = _history_summary(fold_dir)
         for t, m in metrics["targets"].items():
             rows.append({"fold": f, "target": t, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],
-                         "n_train": metrics["n_train"], "n_test": metrics["n_test"]})
+                         "n_train": metrics["n_train"], "n_test": metrics["n_test"], **run})
     done = sorted({r["fold"] for r in rows})
     summary = {"k": k, "seed": seed, "split_digest": kf.digest, "complete": len(done) == k, "folds_done": done,
                "folds": rows, "targets": {}}
@@ -82,6 +83,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         w.writeheader()
         w.writerows(rows)
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "cv.md", cv_table(summary))
     if not config.is_vector:
         cv_figure(out, summary)
     if final and len(done) == k and not out_of_time:
@@ -92,6 +94,40 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         Trainer(out / "final", model_config, config, log=log, progress=progress, **(trainer_kwargs or {})).fit(ds.subset(train), ds.subset(val),
                                                                                      deadline=deadline)
     return summary
+
+
+def _history_summary(fold_dir: Path) -> dict:
+    """Epochs trained, the best epoch (lowest validation MAE) and the training minutes (the sum
+    of history.csv's per-epoch seconds, validation included) of a fold."""
+    hist = fold_dir / "history.csv"
+    if not hist.exists():
+        return {"epochs": None, "best_epoch": None, "minutes": None}
+    with open(hist, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {"epochs": 0, "best_epoch": None, "minutes": 0.0}
+    val = [float(r["val_mae"]) for r in rows]
+    return {"epochs": len(rows), "best_epoch": int(rows[int(np.argmin(val))]["epoch"]),
+            "minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1)}
+
+
+def cv_table(summary: dict) -> str:
+    """The per-fold table of a CV summary in Markdown: MAE, RMSE, R^2, epochs (best), minutes,
+    molecules; then the mean +- standard deviation over the finished folds."""
+    lines = []
+    for t, stats in summary.get("targets", {}).items():
+        unit = stats["unit"]
+        lines += [f"{t} ({unit}), {len(summary['folds_done'])} of {summary['k']} folds", "",
+                  "| fold | MAE | RMSE | R^2 | epochs (best) | minutes | train | test |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in (r for r in summary["folds"] if r["target"] == t):
+            ep = "" if r.get("epochs") is None else f"{r['epochs']} ({r['best_epoch']})"
+            mins = "" if r.get("minutes") is None else f"{r['minutes']:.0f}"
+            lines.append(f"| {r['fold']} | {r['mae']:.4g} | {r['rmse']:.4g} | {r['r2']:.5f} | {ep} | {mins} | "
+                         f"{r['n_train']:,} | {r['n_test']:,} |")
+        sd = f" +- {stats['mae_std']:.2g}" if len(summary["folds_done"]) > 1 else ""
+        lines += ["", f"mean MAE {stats['mae_mean']:.4g}{sd} {unit}", ""]
+    return "\n".join(lines)
 
 
 def out_of_fold(out: str | Path, target: str) -> dict:

@@ -218,6 +218,9 @@ def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data
     assert sum(r["n_test"] for r in summary["folds"]) == len(ds)
     maes = [r["mae"] for r in summary["folds"]]
     assert summary["targets"]["zpve_ev"]["mae_mean"] == pytest.approx(np.mean(maes))
+    assert all(r["epochs"] == 1 and r["best_epoch"] == 1 and r["minutes"] >= 0 for r in summary["folds"])
+    table = (tmp_path / "cv" / "cv.md").read_text()
+    assert "| fold | MAE |" in table and table.count("| 1 (1) |") == 3 and "mean MAE" in table
     (tmp_path / "cv" / "fold_1" / "metrics.json").unlink()
     logs.clear()
     again = gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL),
