@@ -8,8 +8,8 @@
 # Outputs under runs/freqs_full/ (not in git; the figures go into docs/spectra.md).
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TQDM_DISABLE=1
-M=data/models/cv_freqs_cm1/fold_0
-OUT=runs/freqs_full
+M=${M:-data/models/cv_freqs_cm1/fold_0}  # any frequency-set model directory
+OUT=${OUT:-runs/freqs_full}
 mkdir -p "$OUT"
 qmlrp spectra "$M" --zpve-model qm9-zpve --out "$OUT/spectra" --no-progress > "$OUT/spectra.log" 2>&1
 for sel in above:2600 below:1000 sum; do
