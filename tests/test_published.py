@@ -29,6 +29,13 @@ def test_the_shipped_models_are_listed_and_predict_from_their_names(capsys):
         row = json.loads(capsys.readouterr().out)["predictions"][0]
         assert row["target"] == target and abs(row["prediction"] - truth) < tol  # QM9's ethanol (id 15)
         assert row["domain"] is not None and row["n_models"] == len(card["folds"])
+    # the first beta model: trained on this project's labels, its level and skill on the card
+    card = published.card("qm9-beta")
+    assert card["target"] == "beta_par_au" and card["labels"]["basis"] == "6-31g(2df,p)" and card["labels"]["n_heavy"][1] <= 6
+    assert card["against_mean"]["skill_ci95"][0] > 0  # published only once it beats the mean
+    assert main(["predict", "--model", "qm9-beta", str(DATA / "ethanol.sdf"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["target"] == "beta_par_au" and row["n_models"] == 10 and abs(row["prediction"]) < 500
     assert main(["predict", "--model", "qm9-nothing", str(DATA / "ethanol.sdf")]) == 2
     assert "not a published model" in capsys.readouterr().err
 
@@ -108,6 +115,16 @@ def test_a_label_model_is_published_with_its_level_and_warns_outside_its_heavy_a
     text = (tmp_path / "pub" / "tiny-beta" / "MODEL_CARD.md").read_text()
     assert f"{n_ids} labelled molecules" in text and f"at most {lab['n_heavy'][1]} heavy atoms" in text
     assert "--labels" in card["command"]
+    # against the mean, literally: the fold's test predictions and its training mean
+    import numpy as np
+
+    with np.load(cv / "fold_0" / "test_predictions.npz") as z:
+        y, p = z["true"][:, 0].astype(float), z["pred"][:, 0].astype(float)
+    mean = json.loads((cv / "fold_0" / "config.json").read_text())["mean"][0]
+    am = card["against_mean"]
+    assert am["n"] == len(y) and am["mae"] == pytest.approx(np.abs(p - y).mean(), rel=1e-9)
+    assert am["skill"] == pytest.approx(1 - np.abs(p - y).mean() / np.abs(mean - y).mean(), rel=1e-9)
+    assert am["skill_ci95"][0] <= am["skill"] <= am["skill_ci95"][1] and "skill 1 - MAE / baseline" in text
     big = tmp_path / "big.xyz"
     write_xyz([embed("CC(C)(C)C(C)(C)C")], big)  # 8 heavy atoms
     capsys.readouterr()

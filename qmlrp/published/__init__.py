@@ -104,6 +104,9 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
                           "n_heavy": _heavy_range(folds)}
     if cfg0.get("init_from"):
         info["init_from"] = cfg0["init_from"]
+    skill = against_mean(folds, target)
+    if skill:
+        info["against_mean"] = skill
     np.savez_compressed(tmp / SPLIT_FILE, digest=np.array(kf.digest),
                         **{f"bin_{i}": np.asarray(b, dtype=np.int32) for i, b in enumerate(kf.bins)})
     (tmp / "card.json").write_text(json.dumps(info, indent=2))
@@ -112,6 +115,35 @@ def publish(cv_dir: str | Path, name: str, out_root: str | Path | None = None, c
         shutil.rmtree(dest)
     tmp.rename(dest)
     return info
+
+
+def against_mean(folds: list[Path], target: str, resamples: int = 2000, seed: int = 0) -> dict | None:
+    """The shipped folds' pooled test predictions (test_predictions.npz) against the baseline of
+    predicting each fold's training mean (config.json): MAE, baseline MAE and the skill
+    1 - MAE / baseline MAE with a 95 % bootstrap interval over the molecules. None when a fold
+    kept no test predictions (folds finished before they were kept, vector targets)."""
+    from gcnn.training import TEST_PREDICTIONS
+
+    err, base = [], []
+    for d in folds:
+        f = d / TEST_PREDICTIONS
+        if not f.is_file():
+            return None
+        cfg = json.loads((d / "config.json").read_text())
+        k = cfg["targets"].index(target)
+        with np.load(f) as z:
+            j = list(z["targets"]).index(target)
+            y, p = z["true"][:, j].astype(np.float64), z["pred"][:, j].astype(np.float64)
+        ok = np.isfinite(y)
+        err.append(np.abs(p - y)[ok])
+        base.append(np.abs(cfg["mean"][k] - y)[ok])
+    e, b = np.concatenate(err), np.concatenate(base)
+    if not len(e) or b.sum() == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(e), size=(resamples, len(e)))
+    boot = 1 - e[idx].mean(1) / b[idx].mean(1)
+    return {"n": int(len(e)), "mae": float(e.mean()), "baseline_mae": float(b.mean()), "skill": float(1 - e.mean() / b.mean()),
+            "skill_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))], "resamples": resamples}
 
 
 SET_FIGURES = ("per_region", "omega_1_mae", "per_molecule_mae_median", "zpve_from_set_mae_ev", "zpve_from_true_set_mae_ev")
@@ -284,6 +316,12 @@ def model_card(info: dict) -> str:
                      f"{r['epochs']} | {r['training_minutes']} |\n")
     sd = f" +- {info['mae_std']:.4g}" if info["mae_std"] is not None else " (one fold: no spread yet)"
     lines.append(f"\nMean test MAE over the shipped folds: {info['mae_mean']:.5g}{sd} {unit}.")
+    am = info.get("against_mean")
+    if am:
+        lo, hi = am["skill_ci95"]
+        lines.append(f" Against predicting each fold's training mean (MAE {am['baseline_mae']:.4g} {unit} on the same "
+                     f"{am['n']} test molecules, pooled: {am['mae']:.4g}): skill 1 - MAE / baseline = {am['skill']:.3f} "
+                     f"[{lo:.3f}, {hi:.3f}] (95 % bootstrap over the molecules).")
     sets = [r for r in info["per_fold"] if r.get("set")]
     if sets:
         lines.append(_set_section(sets, unit))
