@@ -577,12 +577,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_stability(args) -> int:
-    from .stability import run
+    from .stability import default_out, run
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     ids = _read_ids(args.ids) if args.ids else None
     sel = f" --ids {args.ids}" if args.ids else (f" --split {args.split}" if args.split else "")
-    out = args.out or str(Path(args.models) / "stability")
+    out = args.out or str(default_out(args.models))
     command = (f"qmlrp stability --models {args.models} --rules {','.join(rules)}{sel} "
                f"--max-molecules {args.max_molecules} --out {out}")
     if args.histogram_rule:

@@ -524,12 +524,27 @@ def write_outputs(res: dict, arrays: dict, out, command: str | None = None) -> l
     return ["stability.json", "stability_molecules.csv", *figures, "stability.md"]
 
 
+def default_out(models) -> Path:
+    """Where `qmlrp stability` writes without --out: MODELS/stability, or runs/stability_<name> for
+    a published model (not inside the installed package)."""
+    return Path(models) / "stability" if Path(models).exists() else Path("runs") / f"stability_{models}"
+
+
 def run(models, out=None, rules: Sequence[str] = DEFAULT_RULES, split: str | None = None, ids: Sequence[int] | None = None,
         max_molecules: int | None = 200, seed: int = 0, batch_size: int = 64, cache_root=None,
         command: str | None = None, progress: bool = True, histogram_rule: str | None = None,
         reference: str = "mean") -> int:
-    """The CLI body. Returns the exit status."""
-    out = Path(out) if out else Path(models) / "stability"
+    """The CLI body. Returns the exit status. `models` may be a published name (`qmlrp models`);
+    its default output folder is then runs/stability_<name>, not the installed package."""
+    from .published import resolve
+
+    try:
+        resolved = resolve(models)
+    except FileNotFoundError as exc:
+        print(f"qmlrp stability: {exc}", file=sys.stderr)
+        return 2
+    out = Path(out) if out else default_out(models)
+    models = resolved
     try:
         if split and ids is not None:
             raise ValueError("choose the molecules one way: --split or --ids")

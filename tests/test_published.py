@@ -178,3 +178,16 @@ def test_the_shipped_frequency_model_predicts_a_stick_spectrum(tmp_path, capsys)
     assert len(modes) == 3 * 9 - 6 and modes == sorted(modes)  # ethanol: 9 atoms, 21 modes, sorted
     assert sum(m > 2600 for m in modes) == 6  # one X-H stretch per hydrogen
     assert (tmp_path / "ethanol_0.png").stat().st_size > 5000
+
+
+def test_stability_takes_a_published_name_and_writes_outside_the_package(tmp_path, monkeypatch, capsys):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("15\n21\n22\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMLRP_CACHE", str(tmp_path / "cache"))
+    assert main(["stability", "--models", "qm9-beta", "--ids", str(ids), "--rules", "epsilon", "--max-molecules", "3"]) == 0
+    res = json.loads((tmp_path / "runs" / "stability_qm9-beta" / "stability.json").read_text())
+    assert res["molecules"]["n_explained"] == 3 and len(res["members"]) == 10
+    assert not (published.ROOT / "qm9-beta" / "stability").exists()
+    assert main(["stability", "--models", "qm9-nothing", "--ids", str(ids)]) == 2
+    assert "not a published model" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def test_cli_writes_the_files_and_a_single_model_has_no_fold_spread(use_cache, t
 def test_bad_input_gives_clear_errors(use_cache, tmp_path, capsys):
     _, out, _, _ = use_cache
     assert main(["stability", "--models", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
-    assert "no config.json + weights.pt, and no fold_*/ model directories" in capsys.readouterr().err
+    assert "no such model directory" in capsys.readouterr().err
     assert main(["stability", "--models", str(out), "--rules", "epsilon,magic", "--out", str(tmp_path / "o")]) == 2
     assert "unknown rule(s) magic; valid: epsilon" in capsys.readouterr().err
 
