@@ -14,7 +14,7 @@ from molgraph.storage import atomic_write_text
 from .model import WeaveConfig
 from .domain import DOMAIN_FILE
 from .domain import record as record_domain
-from .training import TEST_PREDICTIONS, TrainConfig, Trainer
+from .training import TEST_PREDICTIONS, TrainConfig, Trainer, load_test_predictions
 
 
 def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
@@ -135,13 +135,9 @@ def out_of_fold(out: str | Path, target: str) -> dict:
     by the one fold model that never saw it): {'fold', 'ids', 'true', 'pred'} arrays."""
     parts = []
     for d in sorted(Path(out).glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
-        f = d / TEST_PREDICTIONS
-        if not f.exists() or not (d / "metrics.json").exists():
-            continue
-        with np.load(f) as z:
-            k = list(z["targets"]).index(target)
-            ok = np.isfinite(z["true"][:, k])
-            parts.append((int(d.name.split("_")[1]), z["ids"][ok], z["true"][ok, k], z["pred"][ok, k]))
+        kept = load_test_predictions(d, target) if (d / "metrics.json").exists() else None
+        if kept is not None:
+            parts.append((int(d.name.split("_")[1]), *kept))
     if not parts:
         return {"fold": np.zeros(0, int), "ids": np.zeros(0, int), "true": np.zeros(0), "pred": np.zeros(0)}
     return {"fold": np.concatenate([np.full(len(p[1]), p[0]) for p in parts]),
@@ -193,11 +189,6 @@ def cv_figure(out: str | Path, summary: dict) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _epochs_trained(d: Path) -> int | None:
-    hist = d / "history.csv"
-    return max(len(hist.read_text().splitlines()) - 1, 0) if hist.exists() else None
 
 
 def _full_size_model(d: Path, sp, config: TrainConfig, model_config, n: int) -> Path:
@@ -260,7 +251,7 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
             tr.evaluate(ds.subset(sp.test))
         m = json.loads((d / "metrics.json").read_text())["targets"][target]
         rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"],
-                     "epochs": _epochs_trained(d), "model": str(d)})
+                     "epochs": _history_summary(d)["epochs"], "model": str(d)})
     if rows:
         with open(out / "learning_curve.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -697,6 +697,18 @@ def save_test_predictions(model_dir, ids, targets, true: np.ndarray, pred: np.nd
     atomic_write_bytes(Path(model_dir) / TEST_PREDICTIONS, buf.getvalue())
 
 
+def load_test_predictions(model_dir, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(QM9 ids, reference, prediction) of one target from a model directory's test_predictions.npz,
+    molecules without a reference value left out; None when the directory kept none."""
+    f = Path(model_dir) / TEST_PREDICTIONS
+    if not f.is_file():
+        return None
+    with np.load(f) as z:
+        k = list(z["targets"]).index(target)
+        ok = np.isfinite(z["true"][:, k])
+        return z["ids"][ok], z["true"][ok, k], z["pred"][ok, k]
+
+
 def write_checksums(model_dir: str | os.PathLike) -> None:
     """Record the SHA-256 of a model directory's config.json and weights.pt in checksums.json;
     `load` refuses a directory whose files no longer match (Trainer writes it with every best

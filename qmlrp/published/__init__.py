@@ -122,21 +122,17 @@ def against_mean(folds: list[Path], target: str, resamples: int = 2000, seed: in
     predicting each fold's training mean (config.json): MAE, baseline MAE and the skill
     1 - MAE / baseline MAE with a 95 % bootstrap interval over the molecules. None when a fold
     kept no test predictions (folds finished before they were kept, vector targets)."""
-    from gcnn.training import TEST_PREDICTIONS
+    from gcnn.training import load_test_predictions
 
     err, base = [], []
     for d in folds:
-        f = d / TEST_PREDICTIONS
-        if not f.is_file():
+        kept = load_test_predictions(d, target)
+        if kept is None:
             return None
         cfg = json.loads((d / "config.json").read_text())
-        k = cfg["targets"].index(target)
-        with np.load(f) as z:
-            j = list(z["targets"]).index(target)
-            y, p = z["true"][:, j].astype(np.float64), z["pred"][:, j].astype(np.float64)
-        ok = np.isfinite(y)
-        err.append(np.abs(p - y)[ok])
-        base.append(np.abs(cfg["mean"][k] - y)[ok])
+        y, p = kept[1].astype(np.float64), kept[2].astype(np.float64)
+        err.append(np.abs(p - y))
+        base.append(np.abs(cfg["mean"][cfg["targets"].index(target)] - y))
     e, b = np.concatenate(err), np.concatenate(base)
     if not len(e) or b.sum() == 0:
         return None
