@@ -49,6 +49,13 @@ class WeaveConfig:
     # the molecule-level head gives the other n_outputs - xh_slots. None: one head for all outputs
     xh_head: tuple[int, ...] | None = None
     xh_slots: int = 20
+    # with xh_head, a per-atom head for the skeleton too (the other n_outputs - xh_slots outputs):
+    # 3 values per heavy atom and 2 per hydrogen (3N - n_H in all; a molecule's n - n_H skeletal
+    # modes are the highest 3N - n_H - 6 of them, 3N - n_H - 5 if linear), each from the atom's
+    # final vector and a `skeleton_context`-wide projection of the pooled molecule vector (0: none),
+    # sorted highest first. It replaces the molecule-level head (head_hidden is then unused).
+    skeleton_head: tuple[int, ...] | None = None
+    skeleton_context: int = 64
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -84,6 +91,16 @@ class WeaveConfig:
                 raise ValueError("xh_head and an input stage do not combine yet: the per-hydrogen head reads the "
                                  "atom types from the raw features, which from_codes does not see")
             object.__setattr__(self, "xh_slots", int(self.xh_slots))
+        if self.skeleton_head is not None:
+            object.__setattr__(self, "skeleton_head", tuple(int(h) for h in self.skeleton_head))
+            if self.xh_head is None:
+                raise ValueError("skeleton_head predicts the skeleton block of the hydrogen layout next to the X-H "
+                                 "block: it needs xh_head as well")
+            if any(h < 1 for h in self.skeleton_head):
+                raise ValueError(f"skeleton_head widths must be >= 1, got {self.skeleton_head}")
+            if int(self.skeleton_context) < 0:
+                raise ValueError(f"skeleton_context must be >= 0, got {self.skeleton_context}")
+            object.__setattr__(self, "skeleton_context", int(self.skeleton_context))
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -93,6 +110,8 @@ class WeaveConfig:
             d.pop("pair_cutoff")
         if self.xh_head is None:  # and before the per-hydrogen head
             d.pop("xh_head"), d.pop("xh_slots")
+        if self.skeleton_head is None:  # and before the per-atom skeleton head
+            d.pop("skeleton_head"), d.pop("skeleton_context")
         return d
 
     @classmethod
@@ -207,16 +226,46 @@ class WeaveNet(nn.Module):
                 w = h
             xh.append(nn.Linear(w, 1))
             self.xh = nn.Sequential(*xh)  # one value per atom; only the hydrogens' are read
-        head.append(nn.Linear(width, c.n_outputs - (c.xh_slots if c.xh_head is not None else 0)))
-        self.head = nn.Sequential(*head)
+        self.skeleton = self.context = self.head = None
+        if c.skeleton_head is not None:  # per-atom values for the skeleton: no molecule-level head
+            pooled = c.readout_hidden * c.n_gaussians
+            if c.skeleton_context:
+                self.context = nn.Sequential(nn.Linear(pooled, c.skeleton_context), act())
+            sk, w = [], c.atom_hidden + c.skeleton_context
+            for h in c.skeleton_head:
+                sk += [nn.Linear(w, h), act()]
+                w = h
+            sk.append(nn.Linear(w, 3))
+            self.skeleton = nn.Sequential(*sk)  # three values per atom; a hydrogen's third is not read
+        else:
+            head.append(nn.Linear(width, c.n_outputs - (c.xh_slots if c.xh_head is not None else 0)))
+            self.head = nn.Sequential(*head)
 
     def forward(self, atom_features, pair_features, atom_mask):
         if self.xh is None:
             return self.head(self.pooled(atom_features, pair_features, atom_mask))  # (B, n_outputs)
         g, atoms = self.pooled(atom_features, pair_features, atom_mask, with_atoms=True)
-        is_h = (atom_features[..., self.h_column] > 0.5) & atom_mask.bool()
+        real = atom_mask.bool()
+        is_h = (atom_features[..., self.h_column] > 0.5) & real
         xh = hydrogen_block(self.xh(atoms).squeeze(-1), is_h, self.config.xh_slots)
-        return torch.cat([xh, self.head(g)], dim=1)  # (B, n_outputs)
+        if self.skeleton is None:
+            return torch.cat([xh, self.head(g)], dim=1)  # (B, n_outputs)
+        return torch.cat([xh, self.skeleton_outputs(g, atoms, is_h, real)], dim=1)
+
+    def skeleton_outputs(self, g, atoms, is_h, real):
+        """(B, n_outputs - xh_slots): the per-atom skeleton values (3 per heavy atom, 2 per
+        hydrogen), the highest 3N - n_H - 5 of them sorted highest first (enough for a linear
+        molecule; a non-linear one reads one fewer), zeros beyond."""
+        b, n, _ = atoms.shape
+        x = atoms
+        if self.context is not None:
+            x = torch.cat([atoms, self.context(g)[:, None, :].expand(b, n, -1)], dim=-1)
+        values = self.skeleton(x)  # (B, N, 3)
+        member = real[..., None].expand(b, n, 3).clone()
+        member[..., 2] &= ~is_h  # a hydrogen has two skeletal values (its bends), a heavy atom three
+        keep = (member.sum((1, 2)) - 5).clamp(min=0)
+        slots = self.config.n_outputs - self.config.xh_slots
+        return sorted_block(values.reshape(b, 3 * n), member.reshape(b, 3 * n), slots, keep)
 
     def masks(self, atom_mask, pair_features=None):
         """(atom mask (B, N) bool, pair mask (B, N, N): both atoms real, i != j and, with a
@@ -304,19 +353,25 @@ class WeaveNet(nn.Module):
         return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def hydrogen_block(values: torch.Tensor, is_h: torch.Tensor, slots: int) -> torch.Tensor:
-    """(B, slots): the hydrogens' values (B, N) sorted highest first, zeros beyond each molecule's
-    hydrogens (the X-H block of the hydrogen layout, `gcnn.sets`). Only a selection and a 0/1
-    mask: the gradient (and LRP's relevance) goes to each hydrogen's own value unchanged."""
-    b, n = values.shape
-    key = torch.where(is_h, values.detach(), torch.full_like(values, -torch.inf))
-    k = min(slots, n)
+def sorted_block(values: torch.Tensor, member: torch.Tensor, slots: int, keep: torch.Tensor) -> torch.Tensor:
+    """(B, slots): of each row's member values (values, member (B, M)), the highest `keep` (B,)
+    sorted highest first, zeros beyond. Only a selection and a 0/1 mask: the gradient (and LRP's
+    relevance) goes to each kept value unchanged, nothing to the others."""
+    b, m = values.shape
+    key = torch.where(member, values.detach(), torch.full_like(values, -torch.inf))
+    k = min(slots, m)
     idx = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :k]
-    keep = torch.arange(k, device=values.device).reshape(1, -1) < is_h.sum(1, keepdim=True)
-    block = torch.gather(values, 1, idx) * keep.to(values.dtype)
+    n_kept = torch.minimum(keep.reshape(-1, 1), member.sum(1, keepdim=True))
+    block = torch.gather(values, 1, idx) * (torch.arange(k, device=values.device).reshape(1, -1) < n_kept).to(values.dtype)
     if k < slots:
         block = torch.cat([block, block.new_zeros(b, slots - k)], dim=1)
     return block
+
+
+def hydrogen_block(values: torch.Tensor, is_h: torch.Tensor, slots: int) -> torch.Tensor:
+    """(B, slots): the hydrogens' values (B, N) sorted highest first, zeros beyond each molecule's
+    hydrogens (the X-H block of the hydrogen layout, `gcnn.sets`)."""
+    return sorted_block(values, is_h, slots, is_h.sum(1))
 
 
 def config_json(config: WeaveConfig) -> str:

@@ -296,6 +296,9 @@ def transfer_state(model: nn.Module) -> tuple[dict, list[str]]:
     parameter and buffer but the output layer's (the head's last Linear, which maps onto the old
     target's standardized scale and is left to its fresh initialization). Returns (state dict,
     names left out)."""
+    if getattr(model, "head", None) is None:
+        raise ValueError("a network with per-atom heads only (skeleton_head) has no molecule-level output layer to "
+                         "leave out; start another target from a network with a head")
     last = [k for k, m in model.head.named_children() if isinstance(m, nn.Linear)][-1]
     prefix = f"head.{last}."
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefix)}
@@ -355,6 +358,9 @@ class Trainer:
             k = self.model_config.xh_slots
             vals = y[:, :k][ymask[:, :k]]
             mean[:k], std[:k] = vals.mean(), max(float(vals.std()), 1e-12)
+            if getattr(self.model_config, "skeleton_head", None) is not None:  # the same for the skeleton block
+                vals = y[:, k:][ymask[:, k:]]
+                mean[k:], std[k:] = vals.mean(), max(float(vals.std()), 1e-12)
         if c.is_vector:  # validation: the sorted-set error of the decoded prediction
             val_true, val_mask = sorted_sets(val_ds, c.targets[0], c.vector_length)
             val_nh = val_ds.n_hydrogens
@@ -824,14 +830,25 @@ def model_dirs(root: str | os.PathLike) -> list[Path]:
     return sorted(members, key=order)
 
 
-def load(model_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
+def load(model_dir: str | os.PathLike, device: str = "cpu", members: Sequence[str | os.PathLike] | None = None
+         ) -> Predictor:
     """A model directory, or a directory of fold_*/ model directories (an ensemble: prediction
-    = mean, uncertainty = spread), as a Predictor. Loads config + weights; never unpickles code."""
+    = mean, uncertainty = spread), as a Predictor. Loads config + weights; never unpickles code.
+    members: only these of the ensemble's model directories (e.g. the fold models that never saw
+    the molecules to be predicted)."""
     tune_allocator()
     root = Path(model_dir)
     dirs = model_dirs(root)
     if not dirs:
         raise FileNotFoundError(f"{root}: no config.json + weights.pt, and no fold_*/ model directories")
+    if members is not None:
+        wanted = {Path(m).resolve() for m in members}
+        unknown = wanted - {d.resolve() for d in dirs}
+        if unknown:
+            raise ValueError(f"{root}: {', '.join(sorted(map(str, unknown)))} is not one of its model directories")
+        dirs = [d for d in dirs if d.resolve() in wanted]
+        if not dirs:
+            raise ValueError(f"{root}: no model directory chosen (members is empty)")
     loaded = [_load_one(d, device) for d in dirs]
     cfg0 = loaded[0][1]
     for _, cfg in loaded[1:]:

@@ -231,7 +231,8 @@ def _model_config(args, **extra):
 
     head = tuple(int(h) for h in str(args.head_hidden).split(",") if h.strip())
     if getattr(args, "architecture", None) == "flat" or extra.get("architecture") == "flat":
-        weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128, "pair_cutoff": None, "xh_head": None}
+        weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128, "pair_cutoff": None, "xh_head": None,
+                      "skeleton_head": None}
         changed = [k for k, v in weave_only.items() if getattr(args, k, v) != v]
         if changed:
             raise ValueError(f"--{changed[0].replace('_', '-')} is a weave network setting; the flat network "
@@ -241,7 +242,7 @@ def _model_config(args, **extra):
     return gcnn.WeaveConfig(atom_hidden=args.atom_hidden, pair_hidden=args.pair_hidden, n_layers=args.layers,
                             readout_hidden=args.readout_hidden, head_hidden=head,
                             pair_cutoff=getattr(args, "pair_cutoff", None), xh_head=_xh_head(args),
-                            n_outputs=_train_config(args).n_outputs, **extra)
+                            **_skeleton_head(args), n_outputs=_train_config(args).n_outputs, **extra)
 
 
 def _xh_head(args):
@@ -252,6 +253,17 @@ def _xh_head(args):
     if getattr(args, "set_layout", None) != "hydrogen":
         raise ValueError("--xh-head fills the X-H block of the hydrogen layout: add --set-layout hydrogen")
     return tuple(int(h) for h in str(spec).split(",") if h.strip())
+
+
+def _skeleton_head(args) -> dict:
+    """--skeleton-head WIDTHS [--skeleton-context W]: the per-atom skeleton head ({} without it)."""
+    spec = getattr(args, "skeleton_head", None)
+    if spec is None:
+        return {}
+    if getattr(args, "xh_head", None) is None:
+        raise ValueError("--skeleton-head fills the skeleton block next to the per-hydrogen X-H block: add --xh-head")
+    return {"skeleton_head": tuple(int(h) for h in str(spec).split(",") if h.strip()),
+            "skeleton_context": int(getattr(args, "skeleton_context", 64))}
 
 
 def _input_stage(args):
@@ -656,6 +668,13 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--xh-head", metavar="WIDTHS", help="frequency sets, hydrogen layout: predict each X-H "
                           "stretch on its own hydrogen with a per-atom head of these hidden widths (e.g. 128,64), "
                           "sorted into the X-H outputs (docs/spectra.md); default: one molecule-level head")
+        arch.add_argument("--skeleton-head", metavar="WIDTHS", help="with --xh-head: predict the skeletal modes "
+                          "per atom as well (3 values per heavy atom, 2 per hydrogen, the highest 3N - n_H - 6 "
+                          "sorted into the other outputs) with a head of these hidden widths, in place of the "
+                          "molecule-level head (docs/spectra.md)")
+        arch.add_argument("--skeleton-context", type=int, default=64, metavar="W", help="with --skeleton-head: "
+                          "the width of the pooled molecule vector's projection that every atom's skeleton head "
+                          "reads next to its own vector (0: none; 64)")
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")

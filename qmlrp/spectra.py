@@ -120,6 +120,23 @@ def parity_plot(path, sets: np.ndarray, true: np.ndarray, mask: np.ndarray, titl
     return path
 
 
+def unseen_members(root: str | Path, ids: np.ndarray) -> list[Path]:
+    """The model directories of `root` (one model or a fold ensemble) that never trained on any
+    of the QM9 `ids`: the members whose predictions of these molecules are out-of-sample (for
+    fold k's test bin of a 10-fold ensemble, fold k's model alone; a validation slice, which
+    only chose the epoch, counts as unseen). An error naming the model when there is none."""
+    import gcnn
+
+    from .explain.inputs import split_test_ids
+
+    ids = np.asarray(ids, dtype=np.int64)
+    keep = [d for d in gcnn.model_dirs(root) if not np.isin(ids, split_test_ids(d, "train")[0]).any()]
+    if not keep:
+        raise ValueError(f"{root}: every member trained on some of these {len(ids)} molecules; "
+                         f"an out-of-sample comparison needs one that did not (e.g. the fold model whose test bin they are)")
+    return keep
+
+
 def report(model: str, out: str | Path, split: str = "test", cache_root=None, max_molecules: int | None = None,
            zpve_model: str | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """The frequency-set model's figures on its own split: sorted-mode MAE overall and per region,
@@ -134,11 +151,11 @@ def report(model: str, out: str | Path, split: str = "test", cache_root=None, ma
     from .published import resolve
 
     root = resolve(model)
-    predictor = gcnn.load(root)
+    first, _ = resolve_model_dir(root, 0 if gcnn.model_dirs(root) != [root] else None)
+    predictor = gcnn.load(root, members=[first])
     if not predictor.is_vector:
         raise ValueError(f"{root} predicts {', '.join(predictor.targets)}; `qmlrp spectra` is for frequency-set models")
     target = predictor.targets[0]
-    first, _ = resolve_model_dir(root, 0 if gcnn.model_dirs(root) != [root] else None)
     test_ids, where = split_test_ids(first, split)
     train_ids, _ = split_test_ids(first, "train")
     if max_molecules is not None and len(test_ids) > max_molecules:
@@ -147,7 +164,9 @@ def report(model: str, out: str | Path, split: str = "test", cache_root=None, ma
     src = (cfg.get("inputs") or {}).get("source_checksum")
     ds = find_qm9(np.concatenate([train_ids, test_ids]), checksum=src, cache_root=cache_root, log=log, progress=progress)
     test, train = ds.subset(test_ids).with_targets([target, "zpve_ev"]), ds.subset(train_ids)
-    log(f"{len(test_ids)} {where}; {len(predictor.models)} model(s)")
+    members = unseen_members(root, test_ids)  # an ensemble's other folds trained on this bin
+    predictor = gcnn.load(root, members=members)
+    log(f"{len(test_ids)} {where}; {len(members)} model(s) that never saw them ({', '.join(d.name for d in members)})")
     sets, spread, mask = predictor.predict_dataset_sets(test.with_targets([target]))
     true, _ = sorted_sets(test, target, predictor.n_outputs)
     sets = np.where(mask, sets, 0.0)
@@ -162,11 +181,15 @@ def report(model: str, out: str | Path, split: str = "test", cache_root=None, ma
                                 if k in ("omega_1_mae", "zpve_from_set_mae_ev", "per_region")}}
                       for name, b in base.items()}
     if zpve_model is not None:
-        zp = gcnn.load(resolve(zpve_model))
+        zroot = resolve(zpve_model)
+        zmembers = unseen_members(zroot, test_ids)
+        log(f"ZPVE model {zpve_model}: {len(zmembers)} model(s) that never saw these molecules "
+            f"({', '.join(d.name for d in zmembers)})")
+        zp = gcnn.load(zroot, members=zmembers)
         z_true = np.asarray(test.target("zpve_ev"))
         z_model = zp.predict_dataset(test.with_targets([]))[:, list(zp.targets).index("zpve_ev")]
         z_set = 0.5 * sets.sum(1) * CM1_TO_EV
-        m["zpve_model"] = {"model": str(zpve_model), "mae_ev": float(np.abs(z_model - z_true).mean()),
+        m["zpve_model"] = {"model": str(zpve_model), "members": [d.name for d in zmembers], "mae_ev": float(np.abs(z_model - z_true).mean()),
                            "set_vs_model_r": float(np.corrcoef(z_set - z_true, z_model - z_true)[0, 1])}
     m.update({"model": str(model), "split": where, "unit": predictor.units[target], "layout": predictor.layout.name})
     out = Path(out)

@@ -230,6 +230,21 @@ def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data
     with pytest.raises(ValueError, match="holds another split"):
         gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, seed=1, model_config=gcnn.WeaveConfig(**SMALL), log=logs.append)
     assert len(gcnn.load(tmp_path / "cv").models) == 3
+    # out-of-sample members: a fold's test bin was trained on by every other fold model
+    from molgraph import splits
+    from qmlrp.spectra import unseen_members
+
+    kf = splits.load_split(tmp_path / "cv" / "split.json")
+    for f in range(3):
+        assert unseen_members(tmp_path / "cv", kf.fold(f).test) == [tmp_path / "cv" / f"fold_{f}"]
+        assert unseen_members(tmp_path / "cv", kf.fold(f).val) == [tmp_path / "cv" / f"fold_{f}"]  # val: only chose the epoch
+    assert len(unseen_members(tmp_path / "cv", [10**7])) == 3  # a molecule none of them saw
+    with pytest.raises(ValueError, match="every member trained on some of these 2 molecules"):
+        unseen_members(tmp_path / "cv", [kf.fold(0).test[0], kf.fold(1).test[0]])
+    one = gcnn.load(tmp_path / "cv", members=[tmp_path / "cv" / "fold_1"])
+    np.testing.assert_allclose(one.predict_dataset(ds), gcnn.load(tmp_path / "cv" / "fold_1").predict_dataset(ds))
+    with pytest.raises(ValueError, match="not one of its model directories"):
+        gcnn.load(tmp_path / "cv", members=[tmp_path / "elsewhere"])
     # the folds' test predictions together are every molecule's out-of-fold prediction, once
     from gcnn.protocol import out_of_fold
 
