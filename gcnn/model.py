@@ -53,9 +53,12 @@ class WeaveConfig:
     # 3 values per heavy atom and 2 per hydrogen (3N - n_H in all; a molecule's n - n_H skeletal
     # modes are the highest 3N - n_H - 6 of them, 3N - n_H - 5 if linear), each from the atom's
     # final vector and a `skeleton_context`-wide projection of the pooled molecule vector (0: none),
-    # sorted highest first. It replaces the molecule-level head (head_hidden is then unused).
+    # sorted highest first. It replaces the molecule-level head (head_hidden is then unused), unless
+    # `skeleton_residual`: then the molecule-level head's outputs are added to the sorted values
+    # (a per-slot correction read from the pooled vector).
     skeleton_head: tuple[int, ...] | None = None
     skeleton_context: int = 64
+    skeleton_residual: bool = False
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -101,6 +104,9 @@ class WeaveConfig:
             if int(self.skeleton_context) < 0:
                 raise ValueError(f"skeleton_context must be >= 0, got {self.skeleton_context}")
             object.__setattr__(self, "skeleton_context", int(self.skeleton_context))
+        elif self.skeleton_residual:
+            raise ValueError("skeleton_residual adds the molecule-level head to a per-atom skeleton head: it needs "
+                             "skeleton_head")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -112,6 +118,8 @@ class WeaveConfig:
             d.pop("xh_head"), d.pop("xh_slots")
         if self.skeleton_head is None:  # and before the per-atom skeleton head
             d.pop("skeleton_head"), d.pop("skeleton_context")
+        if not self.skeleton_residual:  # and before the residual variant
+            d.pop("skeleton_residual")
         return d
 
     @classmethod
@@ -237,7 +245,7 @@ class WeaveNet(nn.Module):
                 w = h
             sk.append(nn.Linear(w, 3))
             self.skeleton = nn.Sequential(*sk)  # three values per atom; a hydrogen's third is not read
-        else:
+        if c.skeleton_head is None or c.skeleton_residual:
             head.append(nn.Linear(width, c.n_outputs - (c.xh_slots if c.xh_head is not None else 0)))
             self.head = nn.Sequential(*head)
 
@@ -250,7 +258,10 @@ class WeaveNet(nn.Module):
         xh = hydrogen_block(self.xh(atoms).squeeze(-1), is_h, self.config.xh_slots)
         if self.skeleton is None:
             return torch.cat([xh, self.head(g)], dim=1)  # (B, n_outputs)
-        return torch.cat([xh, self.skeleton_outputs(g, atoms, is_h, real)], dim=1)
+        skeleton = self.skeleton_outputs(g, atoms, is_h, real)
+        if self.head is not None:  # skeleton_residual: the molecule-level head's per-slot correction
+            skeleton = skeleton + self.head(g)
+        return torch.cat([xh, skeleton], dim=1)
 
     def skeleton_outputs(self, g, atoms, is_h, real):
         """(B, n_outputs - xh_slots): the per-atom skeleton values (3 per heavy atom, 2 per

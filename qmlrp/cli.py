@@ -259,11 +259,15 @@ def _skeleton_head(args) -> dict:
     """--skeleton-head WIDTHS [--skeleton-context W]: the per-atom skeleton head ({} without it)."""
     spec = getattr(args, "skeleton_head", None)
     if spec is None:
+        if getattr(args, "skeleton_residual", False):
+            raise ValueError("--skeleton-residual adds the molecule-level head to the per-atom skeleton head: add "
+                             "--skeleton-head")
         return {}
     if getattr(args, "xh_head", None) is None:
         raise ValueError("--skeleton-head fills the skeleton block next to the per-hydrogen X-H block: add --xh-head")
     return {"skeleton_head": tuple(int(h) for h in str(spec).split(",") if h.strip()),
-            "skeleton_context": int(getattr(args, "skeleton_context", 64))}
+            "skeleton_context": int(getattr(args, "skeleton_context", 64)),
+            "skeleton_residual": bool(getattr(args, "skeleton_residual", False))}
 
 
 def _input_stage(args):
@@ -675,6 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--skeleton-context", type=int, default=64, metavar="W", help="with --skeleton-head: "
                           "the width of the pooled molecule vector's projection that every atom's skeleton head "
                           "reads next to its own vector (0: none; 64)")
+        arch.add_argument("--skeleton-residual", action="store_true", help="with --skeleton-head: keep the "
+                          "molecule-level head (--head-hidden) and add its outputs to the sorted per-atom values")
         p.add_argument("--device", default="cpu", help="cpu or cuda (mixed precision on cuda)")
         p.add_argument("--limit-minutes", type=float, help="stop cleanly at the last epoch boundary before this "
                        "many minutes (rerun the same command to resume)")

@@ -30,9 +30,10 @@ def graphs(qm9_molecules):
     return {q: F(m) for q, m in qm9_molecules.items()}
 
 
-def _net(seed=0, context=6):
+def _net(seed=0, context=6, residual=False):
     torch.manual_seed(seed)
-    net = WeaveNet(WeaveConfig(skeleton_head=(8, 4), skeleton_context=context, **SMALL)).double().eval()
+    net = WeaveNet(WeaveConfig(skeleton_head=(8, 4), skeleton_context=context, skeleton_residual=residual,
+                               **SMALL)).double().eval()
     with torch.no_grad():  # spread the per-atom values so that their order is not decided by round-off
         net.xh[-1].weight.mul_(50)
         net.skeleton[-1].weight.mul_(50)
@@ -76,6 +77,14 @@ def test_the_skeleton_block_is_the_atoms_values_sorted(graphs):
         assert (out[i, 20 + len(expect):] == 0).all()
         # a non-linear molecule's n - n_H skeletal modes are the highest 3N - n_H - 6 of them
         assert 3 * n - 6 - n_h == len(expect) - 1
+    # the residual variant adds the molecule-level head's outputs to the same sorted values
+    res = _net(residual=True)
+    with torch.no_grad():
+        for a, b in zip(res.parameters(), net.parameters()):
+            if a.shape == b.shape:
+                a.copy_(b)
+    assert res.head is not None
+    torch.testing.assert_close(res(*x)[:, 20:], out[:, 20:] + res.head(g), rtol=0, atol=1e-12)
 
 
 def test_a_hydrogens_third_value_never_matters(graphs):
@@ -115,10 +124,10 @@ def test_batch_independence(graphs, ids, context):
         torch.testing.assert_close(together[i], net(*_x(collate([graphs[q]])))[0], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("context", [0, 6])
-def test_lrp_through_the_per_atom_heads_conserves(graphs, context):
+@pytest.mark.parametrize("context,residual", [(0, False), (6, False), (6, True)])
+def test_lrp_through_the_per_atom_heads_conserves(graphs, context, residual):
     batch = collate([graphs[q] for q in (5, 23, 1000)])
-    net = _net(3, context)
+    net = _net(3, context, residual)
     x = _x(batch)
     out = net(*x).detach()
     for w in (torch.ones_like(out), (torch.arange(81) >= 20).double().expand_as(out),
@@ -137,6 +146,11 @@ def test_config_round_trip_and_refusals():
         WeaveConfig(skeleton_head=(8,), n_outputs=81)
     with pytest.raises(ValueError, match="widths"):
         WeaveConfig(xh_head=(8,), skeleton_head=(0,), n_outputs=81)
+    with pytest.raises(ValueError, match="needs skeleton_head"):
+        WeaveConfig(xh_head=(8,), skeleton_residual=True, n_outputs=81)
+    assert "skeleton_residual" not in c.to_json()
+    r = WeaveConfig(xh_head=(8,), skeleton_head=(8,), skeleton_residual=True, n_outputs=81)
+    assert WeaveConfig.from_json(json.loads(json.dumps(r.to_json()))) == r
     with pytest.raises(ValueError, match="skeleton_context"):
         WeaveConfig(xh_head=(8,), skeleton_head=(8,), skeleton_context=-1, n_outputs=81)
     with pytest.raises(ValueError, match="per-atom heads only"):
