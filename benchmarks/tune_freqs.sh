@@ -10,7 +10,8 @@
 #   its own hydrogen), two widths of it, and a second seed of the two main arms.
 #   ROUND=3 (session 13): 40 epochs each: round 2's winner (per-hydrogen head 128-64) with the
 #   skeleton predicted per atom as well (--skeleton-head: 3 values per heavy atom, 2 per H,
-#   sorted), with and without the pooled-vector context, two widths, a second seed; each run's
+#   sorted), with and without the pooled-vector context, with the molecule-level head's
+#   correction added (--skeleton-residual), a second seed, a wider head; each run's
 #   validation report (qmlrp spectra --split val) follows it.
 # Resumable: rerun the same script; a finished configuration is skipped, one cut by its
 # --limit-minutes goes on from its checkpoint.
@@ -39,7 +40,8 @@ elif [ "$ROUND" = 3 ]; then
   mkdir -p "$OUT"
   R3="--epochs 40 --set-layout hydrogen --head-hidden 512,256 --xh-head 128,64"
   for arm in "sk_128_64 --skeleton-head 128,64" "sk_128_64_noctx --skeleton-head 128,64 --skeleton-context 0" \
-             "sk_256_128 --skeleton-head 256,128" "sk_128_64_s1 --skeleton-head 128,64 --seed 1"; do
+             "sk_128_64_residual --skeleton-head 128,64 --skeleton-residual" "sk_128_64_s1 --skeleton-head 128,64 --seed 1" \
+             "sk_256_128 --skeleton-head 256,128"; do
     set -- $arm
     name=$1; shift
     run "$name" $R3 "$@"
