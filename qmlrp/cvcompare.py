@@ -50,28 +50,67 @@ def out_of_fold(cv_dir: str | Path, ds) -> dict:
         d = cv_dir / f"fold_{f}"
         if not (d / "metrics.json").is_file():
             continue
-        p = gcnn.load(d)
-        if len(p.targets) != 1 or p.n_outputs != 1:
-            raise ValueError(f"{d}: cv-compare takes models of one scalar target; this one predicts {', '.join(p.targets)}")
+        cfg = _fold_config(d)
+        targets = list(cfg.get("targets", []))
+        if len(targets) != 1 or int(cfg.get("model", {}).get("n_outputs", 1)) != 1:
+            raise ValueError(f"{d}: cv-compare takes models of one scalar target; this one predicts {', '.join(targets)}")
         if target is None:
-            target = p.targets[0]
-        elif p.targets[0] != target:
-            raise ValueError(f"{cv_dir}: fold models predict different targets ({target}, {p.targets[0]})")
+            target = targets[0]
+        elif targets[0] != target:
+            raise ValueError(f"{cv_dir}: fold models predict different targets ({target}, {targets[0]})")
         sp = kf.fold(f)
         test = ds.subset(sp.test)
         true = test.target(target)
         keep = np.isfinite(true)
         train_y = ds.subset(sp.train).target(target)
+        pred = _stored_predictions(d, target, np.asarray(sp.test), true)
+        if pred is None:  # no usable record of the test-bin predictions: run the fold model
+            pred = gcnn.load(d).predict_dataset(test)[:, 0]
         rows["ids"].append(np.asarray(sp.test)[keep])
         rows["fold"].append(np.full(int(keep.sum()), f))
         rows["true"].append(true[keep])
-        rows["pred"].append(p.predict_dataset(test)[:, 0][keep])
+        rows["pred"].append(pred[keep])
         rows["baseline"].append(np.full(int(keep.sum()), float(np.nanmean(train_y))))
         folds.append(f)
     if target is None:
         raise ValueError(f"{cv_dir}: no finished fold (fold_*/metrics.json)")
     out = {k: np.concatenate(v) for k, v in rows.items()}
     out.update(target=target, unit=TARGETS[target].unit, folds=folds, k=kf.k, split_digest=kf.digest)
+    return out
+
+
+def _fold_config(d: Path) -> dict:
+    try:
+        return json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{d}: unreadable config.json ({exc})") from exc
+
+
+def _stored_predictions(d: Path, target: str, test_ids: np.ndarray, true: np.ndarray) -> np.ndarray | None:
+    """The fold's own record of its test-bin predictions (test_predictions.npz, written when the
+    fold finished), in the order of `test_ids`; None where the directory kept none or kept other
+    molecules. The weights of a finished study may stay out of git; this record is what makes its
+    out-of-fold figures rerunnable from the repository. A record whose reference values no longer
+    match the labels given is refused: the labels changed under the run."""
+    from gcnn.training import load_test_predictions
+
+    try:
+        kept = load_test_predictions(d, target)
+    except (ValueError, KeyError, OSError):
+        return None
+    if kept is None:
+        return None
+    ids, ref, pred = kept
+    order = {int(q): k for k, q in enumerate(ids)}
+    finite = np.isfinite(true)
+    if len(order) != int(finite.sum()) or any(int(q) not in order for q in test_ids[finite]):
+        return None
+    out = np.full(len(test_ids), np.nan)
+    idx = np.array([order[int(q)] for q in test_ids[finite]], dtype=np.int64)
+    out[finite] = pred[idx]
+    if not np.allclose(ref[idx], true[finite], rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(true[finite]).max()))):
+        raise ValueError(f"{d}: the reference values recorded in test_predictions.npz differ from the given labels' "
+                         f"{target}; pass the --labels table the run was made with")
     return out
 
 

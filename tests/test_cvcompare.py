@@ -78,6 +78,22 @@ def test_cv_compare_cli_pools_the_fold_models_out_of_fold(tmp_path, monkeypatch,
     rows = (out / "out_of_fold.csv").read_text().splitlines()
     assert len(rows) == 21 and rows[0].startswith("qm9_id,first:fold,first:true,first:pred")
     assert (out / "parity.png").stat().st_size > 0 and "| first |" in capsys.readouterr().out
+    # the weights of a finished study may stay out of git: the folds' own test-bin records suffice
+    for f in (0, 1):
+        (cv / f"fold_{f}" / "weights.pt").unlink()
+    out2 = tmp_path / "cmp2"
+    assert main(["cv-compare", str(cv), "--ids", str(ids), "--workers", "1", "--bootstrap", "100",
+                 "--out", str(out2)]) == 0
+    again = json.loads((out2 / "compare.json").read_text())["runs"][0]
+    assert again["mae"] == pytest.approx(res["runs"][0]["mae"], rel=1e-6)
+    rec = cv / "fold_0" / "test_predictions.npz"
+    with np.load(rec) as z:
+        kept = {k: z[k] for k in z.files}
+    kept["true"] = kept["true"] + 1.0  # a record made against other labels is refused, not mixed in
+    np.savez_compressed(rec, **kept)
+    capsys.readouterr()
+    assert main(["cv-compare", str(cv), "--ids", str(ids), "--workers", "1", "--out", str(out2)]) == 2
+    assert "differ from the given labels" in capsys.readouterr().err
     few = tmp_path / "few.txt"
     few.write_text("1 2 3")
     assert main(["cv-compare", str(cv), "--ids", str(few), "--workers", "1", "--out", str(out)]) == 2
