@@ -20,12 +20,15 @@ from .training import TEST_PREDICTIONS, TrainConfig, Trainer, load_test_predicti
 def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: int = 0, final: bool = False,
                    model_config: WeaveConfig | None = None, log: Callable[[str], None] = print,
                    progress: bool = True, deadline: float | None = None, folds: Sequence[int] | None = None,
-                   trainer_kwargs: dict | None = None) -> dict:
+                   trainer_kwargs: dict | None = None, train_size: int | None = None) -> dict:
     """Train and test one model per fold into out/fold_<f>/ (a finished fold is skipped, an
     interrupted one resumes at its last epoch); write cv.json and cv.csv with every finished
     fold's metrics and the mean +- standard deviation; optionally out/final/ trained on all data.
     `deadline` (time.time()) stops at an epoch boundary before it, `folds` limits the work to
-    those folds; summary['complete'] says whether all k folds are done."""
+    those folds; summary['complete'] says whether all k folds are done. `train_size`: every fold
+    trains on a seeded subsample of that many of its training molecules (`fold_train_ids`; the
+    validation slice and test bin stay the fold's own), so that a CV per size is a learning
+    curve in which every molecule is tested once per size."""
     from molgraph import TARGETS, splits
 
     out = Path(out)
@@ -38,6 +41,14 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             raise ValueError(f"{split_path} holds another split (digest {old.digest}, now {kf.digest}); use another --out")
     else:
         kf.save(split_path)
+    cv_json = out / "cv.json"
+    if cv_json.exists():
+        before = json.loads(cv_json.read_text()).get("train_size")
+        if before != train_size:
+            raise ValueError(f"{cv_json}: this CV trained on {before or 'all'} molecules per fold, not "
+                             f"{train_size or 'all'}; use another --out")
+    if train_size is not None and final:
+        raise ValueError("--final trains on all data; it does not go with a training-set size")
     rows = []
     wanted = set(range(k) if folds is None else folds)
     out_of_time = False
@@ -47,10 +58,13 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         if not (fold_dir / "metrics.json").exists():
             if out_of_time or f not in wanted:
                 continue
-            log(f"fold {f + 1}/{k}: {len(sp.train)} train, {len(sp.val)} validation, {len(sp.test)} test")
+            train = fold_train_ids(sp, f, seed, train_size)
+            log(f"fold {f + 1}/{k}: {len(train)} train, {len(sp.val)} validation, {len(sp.test)} test")
             trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress, **(trainer_kwargs or {}))
-            trainer.fit(ds.subset(sp.train), ds.subset(sp.val), split_meta={"digest": sp.digest, **sp.meta},
-                        deadline=deadline)
+            meta = {"digest": sp.digest, **sp.meta}
+            if train_size is not None:
+                meta.update(train_size=int(train_size), train_seed=int(seed))
+            trainer.fit(ds.subset(train), ds.subset(sp.val), split_meta=meta, deadline=deadline)
             if not trainer.finished:
                 out_of_time = True
                 continue
@@ -59,7 +73,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             # only for resuming, and metrics.json already marks the fold as done
             (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
         if f in wanted and not out_of_time and not (fold_dir / DOMAIN_FILE).exists():
-            record_domain(fold_dir, ds.subset(sp.train), log=log)  # also for folds finished before domains
+            record_domain(fold_dir, ds.subset(fold_train_ids(sp, f, seed, train_size)), log=log)  # also for folds finished before domains
         if f in wanted and not out_of_time and not config.is_vector and not (fold_dir / TEST_PREDICTIONS).exists():
             # folds finished before test predictions were kept: the same evaluation again writes them
             Trainer(fold_dir, model_config, config, log=log, progress=False, **(trainer_kwargs or {})).evaluate(
@@ -72,6 +86,8 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
     done = sorted({r["fold"] for r in rows})
     summary = {"k": k, "seed": seed, "split_digest": kf.digest, "complete": len(done) == k, "folds_done": done,
                "folds": rows, "targets": {}}
+    if train_size is not None:
+        summary["train_size"] = int(train_size)
     if not rows:
         return summary
     for t in config.targets:
@@ -94,6 +110,19 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
         Trainer(out / "final", model_config, config, log=log, progress=progress, **(trainer_kwargs or {})).fit(ds.subset(train), ds.subset(val),
                                                                                      deadline=deadline)
     return summary
+
+
+def fold_train_ids(sp, fold: int, seed: int, train_size: int | None) -> np.ndarray:
+    """The training molecules of fold `fold` of a k-fold split (`sp`, its TrainValTest): all of
+    them, or a seeded subsample of `train_size` (seed and fold fix it; the sizes of one fold are
+    nested: a smaller size's molecules are the first of a larger one's)."""
+    train = np.asarray(sp.train)
+    if train_size is None:
+        return train
+    if not 1 <= int(train_size) <= len(train):
+        raise ValueError(f"fold {fold}: a training-set size of {train_size} outside 1..{len(train)} (its training "
+                         f"molecules)")
+    return np.sort(np.random.default_rng([int(seed), int(fold)]).permutation(train)[: int(train_size)])
 
 
 def _history_summary(fold_dir: Path) -> dict:

@@ -360,7 +360,7 @@ def cmd_cv(args) -> int:
         summary = gcnn.cross_validate(ds, args.out, _train_config(args), k=args.folds, seed=args.seed, final=args.final,
                                       log=lambda m: print(m, file=sys.stderr), deadline=_deadline(args),
                                       folds=_fold_list(args.only_folds, args.folds), model_config=model_config,
-                                      trainer_kwargs=stage)
+                                      trainer_kwargs=stage, train_size=args.train_size)
     except ValueError as exc:
         print(f"qmlrp cv: {exc}", file=sys.stderr)
         return 2
@@ -710,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=10)
     cv.add_argument("--final", action="store_true", help="also train one model on all data into OUT/final")
     cv.add_argument("--only-folds", help="comma-separated folds to work on in this run, e.g. 0 or 0,1 (default all)")
+    cv.add_argument("--train-size", type=int, help="every fold trains on a seeded subsample of N of its training "
+                    "molecules (same validation and test bins): one CV per size is a learning curve in which "
+                    "every molecule is tested once (compare the sizes with qmlrp cv-compare)")
     cv.set_defaults(func=cmd_cv)
 
     lc = sub.add_parser("learning-curve", help="test MAE against training-set size on a fixed test set")

@@ -30,6 +30,7 @@ def out_of_fold(cv_dir: str | Path, ds) -> dict:
     molecules the run was made on, label table joined where its target needs one): ids, fold,
     true, pred, baseline (the fold's mean training target), target, unit, folds."""
     import gcnn
+    from gcnn.protocol import fold_train_ids
     from molgraph import TARGETS, splits
 
     cv_dir = Path(cv_dir)
@@ -62,7 +63,8 @@ def out_of_fold(cv_dir: str | Path, ds) -> dict:
         test = ds.subset(sp.test)
         true = test.target(target)
         keep = np.isfinite(true)
-        train_y = ds.subset(sp.train).target(target)
+        part = cfg.get("split") or {}
+        train_y = ds.subset(fold_train_ids(sp, f, int(part.get("train_seed", 0)), part.get("train_size"))).target(target)
         pred = _stored_predictions(d, target, np.asarray(sp.test), true)
         if pred is None:  # no usable record of the test-bin predictions: run the fold model
             pred = gcnn.load(d).predict_dataset(test)[:, 0]

@@ -138,12 +138,15 @@ def test_a_frequency_set_model_card_states_its_flags_and_set_figures(tmp_path):
     cfg = gcnn.TrainConfig(targets=("freqs_cm1",), epochs=1, batch_size=16, set_layout="hydrogen", lr=5e-4)
     gcnn.cross_validate(ds, tmp_path / "cv", cfg, k=3, folds=[0], log=lambda m: None, progress=False,
                         model_config=gcnn.WeaveConfig(atom_hidden=8, pair_hidden=8, readout_hidden=8, head_hidden=(16, 8),
-                                                      n_outputs=81, xh_head=(8,)))
+                                                      n_outputs=81, xh_head=(8,), skeleton_head=(8,),
+                                                      skeleton_residual=True))
     info = published.publish(tmp_path / "cv", "tiny-freqs", tmp_path / "pub")
     # the command a reader would rerun carries every setting that differs from the defaults
-    for flag in ("--set-layout hydrogen", "--head-hidden 16,8", "--xh-head 8", "--atom-hidden 8", "--lr 0.0005", "--target freqs_cm1"):
+    for flag in ("--set-layout hydrogen", "--head-hidden 16,8", "--xh-head 8", "--atom-hidden 8", "--lr 0.0005", "--target freqs_cm1",
+                 "--skeleton-head 8", "--skeleton-residual"):
         assert flag in info["command"], (flag, info["command"])
     assert "--layers" not in info["command"] and "--pair-cutoff" not in info["command"]
+    assert "--skeleton-context" not in info["command"] and "True" not in info["command"]  # a default; a switch
     st = info["per_fold"][0]["set"]
     assert list(st["per_region"]) == ["below_1000", "1000_2000", "2000_2600", "above_2600"]
     card = (tmp_path / "pub" / "tiny-freqs" / "MODEL_CARD.md").read_text()

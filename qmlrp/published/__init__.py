@@ -146,7 +146,8 @@ SET_FIGURES = ("per_region", "omega_1_mae", "per_molecule_mae_median", "zpve_fro
 # config key -> flag of the settings a `qmlrp cv` command states when they differ from the defaults
 _MODEL_FLAGS = {"atom_hidden": "--atom-hidden", "pair_hidden": "--pair-hidden", "n_layers": "--layers",
                 "readout_hidden": "--readout-hidden", "head_hidden": "--head-hidden", "pair_cutoff": "--pair-cutoff",
-                "xh_head": "--xh-head"}
+                "xh_head": "--xh-head", "skeleton_head": "--skeleton-head", "skeleton_context": "--skeleton-context",
+                "skeleton_residual": "--skeleton-residual"}
 _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--lr-factor", "lr_patience": "--lr-patience",
                 "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm",
                 "schedule": "--schedule"}
@@ -168,6 +169,10 @@ def _changed_settings(model: dict, train: dict) -> list[str]:
         for key, flag in flags.items():
             v = table.get(key)
             if v is not None and plain(v) != plain(defaults.get(key)):
+                if isinstance(v, bool):  # a switch: stated when on
+                    if v:
+                        out.append(flag)
+                    continue
                 out.append(f"{flag} {','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}")
     return out
 
@@ -184,6 +189,8 @@ def _command(cfg: dict, target: str, cv_dir: Path) -> str:
     parts += _changed_settings(cfg.get("model", {}), t)
     if cfg.get("init_from"):
         parts.append(f"--init-from {cfg['init_from']['model']}")
+    if cfg["split"].get("train_size") is not None:
+        parts.append(f"--train-size {cfg['split']['train_size']}")
     parts.append(f"--out {cv_dir}")
     return " ".join(parts)
 

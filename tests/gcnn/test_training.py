@@ -459,3 +459,42 @@ def test_cosine_schedule_literal_rates_and_resume(tmp_path, data):
     assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["schedule"] == "cosine"
     with pytest.raises(ValueError, match="unknown schedule"):
         gcnn.TrainConfig(schedule="step")
+
+
+def test_cv_with_a_training_set_size_is_a_learning_curve_point_tested_on_every_molecule(tmp_path, data):
+    """`qmlrp cv --train-size N`: every fold trains on a seeded subsample of N of its training
+    molecules, nested across sizes, with the fold's own validation slice and test bin; the CV's
+    out-of-fold predictions still cover every molecule once, and a directory of one size refuses
+    another."""
+    from gcnn.protocol import fold_train_ids, out_of_fold
+    from molgraph import splits
+
+    ds = data[0]
+    cfg = gcnn.TrainConfig(targets=("zpve_ev",), epochs=1, batch_size=16, seed=0)
+    summary = gcnn.cross_validate(ds, tmp_path / "n30", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL),
+                                  log=lambda m: None, progress=False, train_size=30)
+    assert summary["train_size"] == 30 and all(r["n_train"] == 30 for r in summary["folds"])
+    kf = splits.load_split(tmp_path / "n30" / "split.json")
+    for f in range(3):
+        sp = kf.fold(f)
+        small, large = fold_train_ids(sp, f, 0, 30), fold_train_ids(sp, f, 0, 50)
+        assert len(small) == 30 and set(small) <= set(large) <= set(sp.train)  # nested, inside the fold's own
+        assert not set(small) & (set(sp.val) | set(sp.test))
+        np.testing.assert_array_equal(fold_train_ids(sp, f, 0, None), sp.train)
+        split = json.loads((tmp_path / "n30" / f"fold_{f}" / "config.json").read_text())["split"]
+        assert split["train_size"] == 30 and split["train_seed"] == 0
+    assert not np.array_equal(fold_train_ids(kf.fold(0), 0, 0, 30), fold_train_ids(kf.fold(0), 0, 1, 30))
+    assert sorted(out_of_fold(tmp_path / "n30", "zpve_ev")["ids"].tolist()) == sorted(ds.ids.tolist())
+    with pytest.raises(ValueError, match="trained on 30 molecules per fold, not all"):
+        gcnn.cross_validate(ds, tmp_path / "n30", cfg, k=3, model_config=gcnn.WeaveConfig(**SMALL), log=lambda m: None,
+                            progress=False)
+    with pytest.raises(ValueError, match="outside 1.."):
+        fold_train_ids(kf.fold(0), 0, 0, 10**6)
+    # cv-compare's baseline is the mean of what each fold model trained on
+    from qmlrp.cvcompare import out_of_fold as compare_rows
+
+    rows = compare_rows(tmp_path / "n30", ds)
+    y = dict(zip(ds.ids.tolist(), ds.with_targets(["zpve_ev"]).target("zpve_ev").tolist()))
+    for f in range(3):
+        want = np.mean([y[int(q)] for q in fold_train_ids(kf.fold(f), f, 0, 30)])
+        assert rows["baseline"][rows["fold"] == f][0] == pytest.approx(want, rel=1e-6)
