@@ -10,6 +10,8 @@
 #   dae-frozen / dae-fine-tune   the graph autoencoder data/dae/graph_a8_p4 as the input stage
 #   small        from scratch with a network of 16/16 channels, readout 32, head 32 (few labels,
 #                few parameters)
+#   *_n40, *_n80, *_n160   scratch, zpve-init and alpha on N training molecules per fold
+#                (--train-size): the learning curve inside the set (benchmarks/beta_learning_curve.py)
 # The label set grows as the farm goes on, and a CV split belongs to one molecule set: each label
 # count gets its own folder, data/beta_study/n<labelled molecules>/, with a copy of the table it
 # was run on (labels/). Rerunning resumes; finished
@@ -50,3 +52,12 @@ run par_zpve-init "$L/ids.txt" beta_par_au --init-from qm9-zpve
 run par_dae-frozen "$L/ids.txt" beta_par_au --input-stage data/dae/graph_a8_p4 --freeze
 run par_dae-fine-tune "$L/ids.txt" beta_par_au --input-stage data/dae/graph_a8_p4 --fine-tune
 run par_small "$L/ids.txt" beta_par_au --atom-hidden 16 --pair-hidden 16 --readout-hidden 32 --head-hidden 32
+# The learning curve inside the labelled set: `qmlrp cv --train-size N` trains every fold on a
+# seeded N of its ~300 training molecules (nested across sizes; the same validation slice and test
+# bin), so each size is tested out of fold on every molecule and the sizes compare paired with
+# cv-compare; the full size is the arm of the same name above.
+for n in 40 80 160; do
+  run par_scratch_n$n "$L/ids.txt" beta_par_au --train-size $n
+  run par_zpve-init_n$n "$L/ids.txt" beta_par_au --init-from qm9-zpve --train-size $n
+  run alpha_on_par_n$n "$L/ids.txt" alpha_bohr3 --train-size $n
+done
