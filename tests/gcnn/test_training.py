@@ -498,3 +498,8 @@ def test_cv_with_a_training_set_size_is_a_learning_curve_point_tested_on_every_m
     for f in range(3):
         want = np.mean([y[int(q)] for q in fold_train_ids(kf.fold(f), f, 0, 30)])
         assert rows["baseline"][rows["fold"] == f][0] == pytest.approx(want, rel=1e-6)
+    # a model card states the size, so the command it prints makes the same models
+    from qmlrp import published
+
+    info = published.publish(tmp_path / "n30", "tiny-lc", tmp_path / "pub")
+    assert "--train-size 30" in info["command"], info["command"]
