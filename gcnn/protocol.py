@@ -278,6 +278,7 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
                 log(f"time limit: size {n} stopped at epoch {tr.state_['epoch']}; rerun the same command to resume")
                 break
             tr.evaluate(ds.subset(sp.test))
+            (d / "checkpoint.pt").unlink(missing_ok=True)  # finished: weights and metrics stay, optimizer state goes
         m = json.loads((d / "metrics.json").read_text())["targets"][target]
         rows.append({"n_train": n, "target": target, "unit": m["unit"], "mae": m["mae"], "rmse": m["rmse"],
                      "epochs": _history_summary(d)["epochs"], "model": str(d)})
