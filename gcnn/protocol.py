@@ -55,10 +55,10 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
     for f in range(k):
         fold_dir = out / f"fold_{f}"
         sp = kf.fold(f)
+        train = fold_train_ids(sp, f, seed, train_size)  # the fold's own, or the seeded subsample
         if not (fold_dir / "metrics.json").exists():
             if out_of_time or f not in wanted:
                 continue
-            train = fold_train_ids(sp, f, seed, train_size)
             log(f"fold {f + 1}/{k}: {len(train)} train, {len(sp.val)} validation, {len(sp.test)} test")
             trainer = Trainer(fold_dir, model_config, config, log=log, progress=progress, **(trainer_kwargs or {}))
             meta = {"digest": sp.digest, **sp.meta}
@@ -73,7 +73,7 @@ def cross_validate(ds, out: str | Path, config: TrainConfig, k: int = 10, seed: 
             # only for resuming, and metrics.json already marks the fold as done
             (fold_dir / "checkpoint.pt").unlink(missing_ok=True)
         if f in wanted and not out_of_time and not (fold_dir / DOMAIN_FILE).exists():
-            record_domain(fold_dir, ds.subset(fold_train_ids(sp, f, seed, train_size)), log=log)  # also for folds finished before domains
+            record_domain(fold_dir, ds.subset(train), log=log)  # also for folds finished before domains
         if f in wanted and not out_of_time and not config.is_vector and not (fold_dir / TEST_PREDICTIONS).exists():
             # folds finished before test predictions were kept: the same evaluation again writes them
             Trainer(fold_dir, model_config, config, log=log, progress=False, **(trainer_kwargs or {})).evaluate(
