@@ -8,8 +8,9 @@ size-bucketed batches of fold 0's training molecules (seeded 10-fold split of al
     before   module-by-module histogram readout, per-molecule MolGraph + collate, glibc default
              allocator: the implementation up to this change (forced with a no-op forward hook on
              the histogram, which is what LRP's hooks do too)
-    after    fused histogram readout (gcnn.layers.histogram_sum), vectorized QM9Dataset.batch,
-             gcnn.tune_allocator(); at the batch size given and at 128
+    after    fused histogram readout (gcnn.layers.histogram_sum, memberships kept for backward),
+             fused last pair update (summed_pair_update), vectorized QM9Dataset.batch,
+             gcnn.tune_allocator(), fused Adam; at the batch size given and at 128
 
 Prints, per configuration: (a) the training step alone (forward, loss, backward, Adam) on
 pre-read batches, (b) end to end (reading + collating + step, as Trainer.fit does), the batch
@@ -51,7 +52,7 @@ def _worker(cfg: dict) -> dict:
     model = WeaveNet().to(dev)
     if not cfg["fast"]:  # a hook on the histogram selects the module-by-module readout
         model.histogram.register_forward_hook(lambda *a: None)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=cfg["fast"])  # as Trainer.fit since session 16
 
     def read(idx):
         if cfg["fast"]:

@@ -82,11 +82,12 @@ class AtomSum(nn.Module):
 
 
 class _HistogramSum(torch.autograd.Function):
-    """AtomSum(Mask(GaussianHistogram(x), mask)) in one pass, chunk by chunk: the (B, N, F, n)
-    memberships are never held whole, so every pass over them stays in the CPU's cache, and the
-    backward pass recomputes them instead of saving them. Same function as the three modules
-    (tests compare the two in float64); used for training and plain prediction, never under LRP
-    (see `histogram_sum`)."""
+    """AtomSum(Mask(GaussianHistogram(x), mask)) in one pass: the (n, B, N, F) memberships are
+    computed chunk by chunk, so that their element-wise passes stay in the CPU's cache, and when x
+    needs a gradient the finished (masked) chunks are kept for the backward pass: keeping them costs
+    less than computing them again, since exp dominates (benchmarks/train_throughput.py). Same
+    function as the three modules (tests compare the two in float64); used for training and plain
+    prediction, never under LRP (see `histogram_sum`)."""
 
     @staticmethod
     def _memberships(x, mu4, inv4, logs4):
@@ -112,36 +113,39 @@ class _HistogramSum(torch.autograd.Function):
         mu4, inv4, logs4 = mu.view(shape), (1 / sigma).view(shape), torch.log(sigma).view(shape)
         m = mask.to(x.dtype)
         out = x.new_empty(x.shape[0], x.shape[2], n)  # (B, F, n)
+        keep = ctx.needs_input_grad[0]
+        kept = []  # (n, b, N, F) per chunk, padding zeroed
         step = _HistogramSum._chunks(x, chunk_bytes)
         for s in range(0, x.shape[0], step):
             p = _HistogramSum._memberships(x[s:s + step], mu4, inv4, logs4)
             p.mul_(m[None, s:s + step, :, None])
             out[s:s + step] = p.sum(2).permute(1, 2, 0)
-        ctx.save_for_backward(x, m, mu, sigma)
-        ctx.chunk_bytes = chunk_bytes
+            if keep:
+                kept.append(p)
+        ctx.save_for_backward(x, mu, sigma)
+        ctx.kept, ctx.step = kept, step  # intermediates, not inputs or outputs: held on ctx
         return out
 
     @staticmethod
     def backward(ctx, grad):
         # d/dx sum_k g_k p_k = sum_k p_k (g_k - gbar) a_k with gbar = sum_j p_j g_j and
         # a_k = (mu_k - x) / sigma_k^2 (the softmax form: the differences are taken on g, not on a);
-        # the sums over bins weighted by mu_k / sigma_k^2 and 1 / sigma_k^2 are one matrix product
-        x, m, mu, sigma = ctx.saved_tensors
+        # the sums over bins weighted by mu_k / sigma_k^2 and 1 / sigma_k^2 are one matrix product.
+        # The kept memberships are zero on padding, so the gradient is zero there too.
+        x, mu, sigma = ctx.saved_tensors
         n = mu.shape[0]
-        shape = (n, 1, 1, 1)
-        mu4, inv4, logs4 = mu.view(shape), (1 / sigma).view(shape), torch.log(sigma).view(shape)
         inv2 = 1 / (sigma * sigma)
         w = torch.stack([mu * inv2, inv2])  # (2, n)
         dx = torch.empty_like(x)
-        step = _HistogramSum._chunks(x, ctx.chunk_bytes)
-        for s in range(0, x.shape[0], step):
+        step = ctx.step
+        for c, s in enumerate(range(0, x.shape[0], step)):
             xc = x[s:s + step]
-            p = _HistogramSum._memberships(xc, mu4, inv4, logs4)  # (n, b, N, F)
+            p = ctx.kept[c]  # (n, b, N, F), read only (a retained graph may run backward again)
             g = grad[s:s + step].permute(2, 0, 1).unsqueeze(2)  # (n, b, 1, F)
             t = p * g
             q = t.addcmul_(p, t.sum(0, keepdim=True), value=-1)  # p_k (g_k - gbar)
             qw = (w @ q.view(n, -1)).view(2, *xc.shape)
-            dx[s:s + step] = (qw[0] - xc * qw[1]) * m[s:s + step, :, None]
+            dx[s:s + step] = qw[0].addcmul_(xc, qw[1], value=-1)
         return dx, None, None, None, None
 
 
@@ -156,15 +160,16 @@ def histogram_sum(x: torch.Tensor, mask: torch.Tensor, histogram: GaussianHistog
 class _SummedPairUpdate(torch.autograd.Function):
     """sum_j mask_ij relu(pairs_ij W^T + b + u_i + u_j): a weave module's pair update (pp, both
     orders of u = ap(atoms), ReLU, pair mask) followed by the next module's PairSum, chunk by
-    chunk, so that the (B, N, N, H) pair tensor is never held whole and its passes stay in the
-    CPU's cache; the backward pass recomputes each chunk. Same function as the modules (tests
+    chunk, so that the element-wise passes over the (B, N, N, H) pair tensor stay in the CPU's
+    cache; for training, each finished chunk is kept for the backward pass (its sign is the ReLU
+    and mask gate), which is cheaper than computing it again. Same function as the modules (tests
     compare the two in float64)."""
 
     @staticmethod
     def _pre(pairs, u, weight, bias):
         b, n, _, f = pairs.shape
-        z = torch.addmm(bias, pairs.reshape(-1, f), weight.t()).view(b, n, n, -1)
-        return z.add_(u[:, :, None, :]).add_(u[:, None, :, :])
+        z = torch.mm(pairs.reshape(-1, f), weight.t()).view(b, n, n, -1)
+        return z.add_((u + bias)[:, :, None, :]).add_(u[:, None, :, :])  # the bias rides on the small u
 
     @staticmethod
     def _step(pairs, weight, chunk_bytes):
@@ -175,28 +180,33 @@ class _SummedPairUpdate(torch.autograd.Function):
     def forward(ctx, pairs, u, weight, bias, pair_mask, chunk_bytes):
         m = pair_mask.to(pairs.dtype)
         out = u.new_empty(u.shape)
+        keep = any(ctx.needs_input_grad[:4])
+        kept = []  # the masked ReLU outputs (b, N, N, H) per chunk: their sign is the gradient's gate
         step = _SummedPairUpdate._step(pairs, weight, chunk_bytes)
         for s in range(0, pairs.shape[0], step):
             z = _SummedPairUpdate._pre(pairs[s:s + step], u[s:s + step], weight, bias).relu_()
             out[s:s + step] = z.mul_(m[s:s + step, :, :, None]).sum(2)
-        ctx.save_for_backward(pairs, u, weight, bias, m)
-        ctx.chunk_bytes = chunk_bytes
+            if keep:
+                kept.append(z)
+        ctx.save_for_backward(pairs, weight)
+        ctx.kept, ctx.step = kept, step  # intermediates, not inputs or outputs: held on ctx
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        pairs, u, weight, bias, m = ctx.saved_tensors
+        pairs, weight = ctx.saved_tensors
         need_pairs = ctx.needs_input_grad[0]
         d_pairs = torch.empty_like(pairs) if need_pairs else None
-        d_u = torch.empty_like(u)
+        d_u = grad.new_empty(grad.shape)
         d_w = torch.zeros_like(weight)
-        d_b = torch.zeros_like(bias)
+        d_b = weight.new_zeros(weight.shape[0])
         f = pairs.shape[-1]
-        step = _SummedPairUpdate._step(pairs, weight, ctx.chunk_bytes)
-        for s in range(0, pairs.shape[0], step):
+        step = ctx.step
+        for c, s in enumerate(range(0, pairs.shape[0], step)):
             pc = pairs[s:s + step]
-            z = _SummedPairUpdate._pre(pc, u[s:s + step], weight, bias)
-            g = (z > 0).to(z.dtype).mul_(m[s:s + step, :, :, None]).mul_(grad[s:s + step, :, None, :])  # (b, N, N, H)
+            # (b, N, N, H): the kept output is > 0 exactly where the ReLU passes and the pair is
+            # real; read only (a retained graph may run backward again)
+            g = torch.mul(ctx.kept[c] > 0, grad[s:s + step, :, None, :])
             d_u[s:s + step] = g.sum(2) + g.sum(1)
             g2 = g.view(-1, g.shape[-1])
             d_w.addmm_(g2.t(), pc.reshape(-1, f))

@@ -391,7 +391,9 @@ class Trainer:
 
             model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         trainable = [q for q in model.parameters() if q.requires_grad]
-        opt = torch.optim.Adam(trainable, lr=c.lr, weight_decay=c.weight_decay)
+        # fused: one kernel for all parameters instead of ~10 small ops per tensor (4x faster steps
+        # of the optimizer on one CPU thread; benchmarks/train_throughput.py)
+        opt = torch.optim.Adam(trainable, lr=c.lr, weight_decay=c.weight_decay, fused=True)
         if c.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs, eta_min=c.lr * COSINE_FLOOR)
         else:
@@ -411,6 +413,8 @@ class Trainer:
                 raise ValueError(f"{ckpt} belongs to another run (config, targets or split differ); use another --out or delete it")
             net.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
+            for group in opt.param_groups:  # a checkpoint from before the fused optimizer resumes fused too
+                group["fused"], group["foreach"] = True, None
             sched.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["torch_rng"])
             rng.bit_generator.state = saved["numpy_rng"]

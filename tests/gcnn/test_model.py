@@ -136,6 +136,24 @@ def test_fused_readout_and_pair_update_are_the_module_path_in_value_and_gradient
         torch.testing.assert_close(fused, modules, rtol=1e-10, atol=1e-10 * max(1.0, float(modules.abs().max())))
 
 
+def test_fused_paths_keep_their_chunks_read_only_and_skip_them_without_gradients(graphs):
+    # the fused functions keep their forward chunks for backward: a retained graph must give the
+    # same gradient twice, and under no_grad the output must not change
+    torch.manual_seed(3)
+    net = WeaveNet().double()
+    gs = [graphs[i] for i in QM9_IDS[:5]]
+    b = collate(gs, pad_to=max(g.n_atoms for g in gs) + 2)
+    a = b.atom_features.double().requires_grad_()
+    y = net(a, b.pair_features.double(), b.atom_mask)
+    first = torch.autograd.grad(y.sum(), (a, *net.parameters()), retain_graph=True)
+    second = torch.autograd.grad(y.sum(), (a, *net.parameters()))
+    for g1, g2 in zip(first, second):
+        torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(net(b.atom_features.double(), b.pair_features.double(), b.atom_mask), y.detach(),
+                                   rtol=0, atol=0)
+
+
 def test_fused_readout_matches_on_qm9_batches_and_trains_the_same_weights(tmp_path):
     from molgraph import qm9
 
