@@ -206,7 +206,7 @@ class _SummedPairUpdate(torch.autograd.Function):
             pc = pairs[s:s + step]
             # (b, N, N, H): the kept output is > 0 exactly where the ReLU passes and the pair is
             # real; read only (a retained graph may run backward again)
-            g = torch.mul(ctx.kept[c] > 0, grad[s:s + step, :, None, :])
+            g = ctx.kept[c].sign().mul_(grad[s:s + step, :, None, :])  # sign: 1 or 0 (the kept values are >= 0)
             d_u[s:s + step] = g.sum(2) + g.sum(1)
             g2 = g.view(-1, g.shape[-1])
             d_w.addmm_(g2.t(), pc.reshape(-1, f))

@@ -401,6 +401,24 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
+def cmd_progress(args) -> int:
+    """How far resumable runs have got: epochs, best validation and test MAE, time spent and left."""
+    from gcnn.progress import progress_table, run_progress
+
+    rows, bad = [], 0
+    for d in args.dirs:
+        try:
+            rows.extend(run_progress(d))
+        except FileNotFoundError as exc:
+            print(f"qmlrp progress: {exc}", file=sys.stderr)
+            bad += 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(progress_table(rows))
+    return 2 if bad and not rows else (1 if bad else 0)
+
+
 def cmd_cv_compare(args) -> int:
     """CV runs side by side on the molecules they share: out-of-fold MAE with bootstrap CIs,
     relative error, the mean baseline, paired differences against the first run."""
@@ -722,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "molecules with the same settings (e.g. data/models/cv_alpha_bohr3/fold_0): the full-size point "
                     "is read from it, not trained again")
     lc.set_defaults(func=cmd_learning_curve)
+
+    pg = sub.add_parser("progress", help="how far resumable runs have got (train, cv, learning-curve directories): "
+                        "epochs, best validation and test MAE, hours spent and left")
+    pg.add_argument("dirs", nargs="+", metavar="DIR", help="a qmlrp train --out, cv --out or learning-curve --out directory")
+    pg.add_argument("--json", action="store_true", help="the rows as JSON instead of a table")
+    pg.set_defaults(func=cmd_progress)
 
     pr = sub.add_parser("predict", help="predict molecules from XYZ/SDF files with a trained model")
     pr.add_argument("--model", required=True, help="model directory, or a folder of fold_*/ models (ensemble)")
