@@ -30,12 +30,28 @@ def _is_run(d: Path) -> bool:
     return any((d / f).exists() for f in ("config.json", "history.csv", "checkpoint.pt", "metrics.json"))
 
 
-def _history(d: Path) -> list[dict]:
+def _history(d: Path) -> list[dict] | None:
     p = d / "history.csv"
     if not p.exists():
-        return []
+        return None
     with open(p, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def history_summary(d: str | Path) -> dict:
+    """What a run's history.csv says: epochs trained, the best epoch (lowest validation MAE) and
+    its MAE, the training minutes (the sum of the per-epoch seconds, validation included) and the
+    median seconds of the last RECENT epochs. Without a history.csv every field is None; an empty
+    one has 0 epochs and 0.0 minutes. `gcnn.protocol`'s CV tables read the same summary."""
+    hist = _history(Path(d))
+    if hist is None:
+        return {"epochs": None, "best_epoch": None, "best_val_mae": None, "minutes": None, "s_per_epoch": None}
+    secs = [float(r["seconds"]) for r in hist if r.get("seconds") not in (None, "")]
+    val = [(float(r["val_mae"]), int(r["epoch"])) for r in hist if r.get("val_mae") not in (None, "")]
+    best = min(val, key=lambda v: v[0]) if val else (None, None)  # the first epoch of the lowest MAE
+    return {"epochs": len(hist), "best_epoch": best[1], "best_val_mae": best[0],
+            "minutes": round(sum(secs) / 60, 1) if secs else 0.0,
+            "s_per_epoch": float(np.median(secs[-RECENT:])) if secs else None}
 
 
 def _read_json(p: Path) -> dict | None:
@@ -48,17 +64,13 @@ def _read_json(p: Path) -> dict | None:
 def _row(d: Path, name: str) -> dict:
     cfg = _read_json(d / "config.json") or {}
     train = cfg.get("train") or {}
-    hist = _history(d)
+    h = history_summary(d)
     metrics = _read_json(d / "metrics.json")
-    secs = [float(r["seconds"]) for r in hist if r.get("seconds") not in (None, "")]
-    val = [float(r["val_mae"]) for r in hist if r.get("val_mae") not in (None, "")]
-    row = {"run": name, "path": str(d), "state": "done" if metrics is not None else ("in progress" if hist else "started"),
-           "epochs": len(hist), "epoch_limit": train.get("epochs"), "target": (cfg.get("targets") or [None])[0],
-           "n_train": cfg.get("n_train"), "best_val_mae": min(val) if val else None,
-           "best_epoch": int(hist[int(np.argmin(val))]["epoch"]) if val else None,
+    row = {"run": name, "path": str(d), "state": "done" if metrics is not None else ("in progress" if h["epochs"] else "started"),
+           "epochs": h["epochs"] or 0, "epoch_limit": train.get("epochs"), "target": (cfg.get("targets") or [None])[0],
+           "n_train": cfg.get("n_train"), "best_val_mae": h["best_val_mae"], "best_epoch": h["best_epoch"],
            "test_mae": None, "unit": (cfg.get("units") or {}).get((cfg.get("targets") or [None])[0]),
-           "minutes": round(sum(secs) / 60, 1) if secs else 0.0,
-           "s_per_epoch": float(np.median(secs[-RECENT:])) if secs else None, "left_min": None,
+           "minutes": h["minutes"] or 0.0, "s_per_epoch": h["s_per_epoch"], "left_min": None,
            "resumable": (d / "checkpoint.pt").exists()}
     if metrics is not None:
         t = row["target"] if row["target"] in metrics.get("targets", {}) else next(iter(metrics.get("targets", {})), None)

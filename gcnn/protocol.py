@@ -12,6 +12,7 @@ import numpy as np
 from molgraph.storage import atomic_write_text
 
 from .model import WeaveConfig
+from .progress import history_summary
 from .domain import DOMAIN_FILE
 from .domain import record as record_domain
 from .training import TEST_PREDICTIONS, TrainConfig, Trainer, load_test_predictions
@@ -126,18 +127,10 @@ def fold_train_ids(sp, fold: int, seed: int, train_size: int | None) -> np.ndarr
 
 
 def _history_summary(fold_dir: Path) -> dict:
-    """Epochs trained, the best epoch (lowest validation MAE) and the training minutes (the sum
-    of history.csv's per-epoch seconds, validation included) of a fold."""
-    hist = fold_dir / "history.csv"
-    if not hist.exists():
-        return {"epochs": None, "best_epoch": None, "minutes": None}
-    with open(hist, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {"epochs": 0, "best_epoch": None, "minutes": 0.0}
-    val = [float(r["val_mae"]) for r in rows]
-    return {"epochs": len(rows), "best_epoch": int(rows[int(np.argmin(val))]["epoch"]),
-            "minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1)}
+    """Epochs trained, the best epoch (lowest validation MAE) and the training minutes of a fold
+    (`gcnn.progress.history_summary`)."""
+    h = history_summary(fold_dir)
+    return {k: h[k] for k in ("epochs", "best_epoch", "minutes")}
 
 
 def cv_table(summary: dict) -> str:

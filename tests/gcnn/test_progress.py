@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from gcnn.progress import progress_table, run_progress
+from gcnn.progress import history_summary, progress_table, run_progress
+from gcnn.protocol import _history_summary
 from qmlrp.cli import main
 
 
@@ -41,6 +42,17 @@ def test_cv_rows_done_in_progress_and_not_started(tmp_path):
     assert todo["run"] == "cv/fold_2" and todo["left_min"] == round(10 * 4.5 / 60, 1)  # the running fold's speed
     table = progress_table(rows)
     assert "1 of 3 done" in table and "0.5 bohr^3" in table
+
+
+def test_history_summary_is_the_one_reading_of_history_csv_for_progress_and_cv_tables(tmp_path):
+    assert history_summary(tmp_path)["epochs"] is None and _history_summary(tmp_path)["minutes"] is None  # no file
+    _run(tmp_path / "r", 4, [30.0, 30.0, 60.0, 60.0], val=[2.0, 0.7, 0.9, 0.7])
+    h = history_summary(tmp_path / "r")
+    assert h == {"epochs": 4, "best_epoch": 2, "best_val_mae": 0.7, "minutes": 3.0, "s_per_epoch": 45.0}  # first of a tie
+    assert _history_summary(tmp_path / "r") == {"epochs": 4, "best_epoch": 2, "minutes": 3.0}
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "history.csv").write_text("epoch,train_loss,val_mae,lr,seconds,molecules_per_s\n")
+    assert _history_summary(tmp_path / "e") == {"epochs": 0, "best_epoch": None, "minutes": 0.0}
 
 
 def test_a_single_run_and_a_learning_curve_list_only_what_exists(tmp_path):
