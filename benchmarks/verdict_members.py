@@ -7,8 +7,8 @@ ZPVE fold models, e.g. `--models qm9-alpha` and `--models qm9-zpve`) and prints,
 (1) each member's dataset-level share of the geometric and electronic sets and of the groups that
 carry the most relevance, the largest move of one group between members, the rank agreement;
 (2) the members of the two targets paired by name (fold_k of alpha with fold_k of ZPVE: trained on
-the same molecules), and for each of geometric share, electronic share and graph-distance share
-the paired difference alpha - ZPVE per fold, how many pairs it has each sign, the mean with a
+the same molecules), and for each of the geometric, electronic, graph-distance and spatial-distance
+shares the paired difference alpha - ZPVE per fold, how many pairs it has each sign, the mean with a
 t-interval across folds (95 %) and the two-sided exact sign-test p. The unit of replication is the
 training run (a fold), not the molecule: this is the test of whether a difference is the target's
 or one training run's.
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from molgraph.storage import atomic_write_text
 
 ROWS = ("geometric", "electronic", "spatial_distance", "graph_distance", "atom_type", "hybridization")
 PAIRED = ("geometric", "electronic", "graph_distance", "spatial_distance")
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     text = report(load(args.alpha, args.rule), load(args.zpve, args.rule), args.rule)
     print(text)
     if args.md:
-        Path(args.md).write_text(text + "\n")
+        atomic_write_text(Path(args.md), text + "\n")
     return 0
 
 
