@@ -20,6 +20,7 @@ from torch import nn
 from .layers import Add, AtomSum, BothOrders, GaussianHistogram, Mask, PairSum, histogram_sum, summed_pair_update
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "silu": nn.SiLU}
+READOUT_ACTIVATIONS = {**ACTIVATIONS, "identity": nn.Identity}  # the histogram is non-linear by itself
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,18 @@ class WeaveConfig:
     skeleton_head: tuple[int, ...] | None = None
     skeleton_context: int = 64
     skeleton_residual: bool = False
+    # the activation between the per-atom readout layer and the Gaussian histogram; None: the same
+    # as `activation` (the Faber-like default, ReLU). The histogram's bins sit at the standard
+    # normal's quantiles (-1.645..1.645), which DeepChem's WeaveModel feeds with tanh outputs,
+    # batch-normalized; a ReLU leaves the bins below 0 empty and saturates the top one (docs/gcnn.md)
+    readout_activation: str | None = None
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.readout_activation is not None and self.readout_activation not in READOUT_ACTIVATIONS:
+            raise ValueError(f"unknown readout_activation {self.readout_activation!r}; valid: "
+                             f"{', '.join(READOUT_ACTIVATIONS)}")
         for name in ("n_atom_features", "n_pair_features", "atom_hidden", "pair_hidden", "n_layers", "readout_hidden",
                      "n_gaussians", "n_outputs"):
             if int(getattr(self, name)) < 1:
@@ -120,6 +129,8 @@ class WeaveConfig:
             d.pop("skeleton_head"), d.pop("skeleton_context")
         if not self.skeleton_residual:  # and before the residual variant
             d.pop("skeleton_residual")
+        if self.readout_activation is None:  # and before the readout activation
+            d.pop("readout_activation")
         return d
 
     @classmethod
@@ -214,7 +225,7 @@ class WeaveNet(nn.Module):
             fa, fp = c.atom_hidden, c.pair_hidden
         self.layers = nn.ModuleList(layers)
         self.readout = nn.Linear(c.atom_hidden, c.readout_hidden)
-        self.readout_act = act()
+        self.readout_act = READOUT_ACTIVATIONS[c.readout_activation or c.activation]()
         self.histogram = GaussianHistogram(c.n_gaussians)
         self.mask_histogram = Mask()
         self.atom_sum = AtomSum()

@@ -232,7 +232,7 @@ def _model_config(args, **extra):
     head = tuple(int(h) for h in str(args.head_hidden).split(",") if h.strip())
     if getattr(args, "architecture", None) == "flat" or extra.get("architecture") == "flat":
         weave_only = {"atom_hidden": 50, "pair_hidden": 50, "layers": 2, "readout_hidden": 128, "pair_cutoff": None, "xh_head": None,
-                      "skeleton_head": None}
+                      "skeleton_head": None, "readout_activation": None}
         changed = [k for k, v in weave_only.items() if getattr(args, k, v) != v]
         if changed:
             raise ValueError(f"--{changed[0].replace('_', '-')} is a weave network setting; the flat network "
@@ -242,6 +242,7 @@ def _model_config(args, **extra):
     return gcnn.WeaveConfig(atom_hidden=args.atom_hidden, pair_hidden=args.pair_hidden, n_layers=args.layers,
                             readout_hidden=args.readout_hidden, head_hidden=head,
                             pair_cutoff=getattr(args, "pair_cutoff", None), xh_head=_xh_head(args),
+                            readout_activation=getattr(args, "readout_activation", None),
                             **_skeleton_head(args), n_outputs=_train_config(args).n_outputs, **extra)
 
 
@@ -671,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--layers", type=int, default=2, help="weave modules (2)")
         arch.add_argument("--readout-hidden", type=int, default=128, help="channels of the histogram readout (128)")
         arch.add_argument("--head-hidden", default="128", help="hidden widths of the head, comma-separated (128)")
+        arch.add_argument("--readout-activation", choices=("relu", "tanh", "softplus", "silu", "identity"),
+                          help="the activation between the readout layer and the Gaussian histogram (default: "
+                               "the network's, ReLU; DeepChem's WeaveModel uses tanh; docs/gcnn.md)")
         arch.add_argument("--pair-cutoff", type=int, metavar="K", help="only pairs at most K bonds apart exist for the "
                           "weave network (Kearnes et al.'s N2 setting is 2; default: all pairs)")
         arch.add_argument("--weight-decay", type=float, default=0.0)

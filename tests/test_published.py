@@ -194,3 +194,14 @@ def test_stability_takes_a_published_name_and_writes_outside_the_package(tmp_pat
     assert not (published.ROOT / "qm9-beta" / "stability").exists()
     assert main(["stability", "--models", "qm9-nothing", "--ids", str(ids)]) == 2
     assert "not a published model" in capsys.readouterr().err
+
+
+def test_the_readout_activation_is_a_stated_flag_and_reaches_the_model_config():
+    from qmlrp.cli import _model_config, build_parser
+
+    assert "--readout-activation tanh" in published._changed_settings({"readout_activation": "tanh"}, {})
+    assert published._changed_settings({"readout_activation": None}, {}) == []  # the default: not stated
+    args = build_parser().parse_args(["train", "--target", "alpha_bohr3", "--out", "x", "--readout-activation", "identity"])
+    assert _model_config(args).readout_activation == "identity"
+    args = build_parser().parse_args(["train", "--target", "alpha_bohr3", "--out", "x"])
+    assert _model_config(args).readout_activation is None

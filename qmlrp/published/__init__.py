@@ -147,7 +147,7 @@ SET_FIGURES = ("per_region", "omega_1_mae", "per_molecule_mae_median", "zpve_fro
 _MODEL_FLAGS = {"atom_hidden": "--atom-hidden", "pair_hidden": "--pair-hidden", "n_layers": "--layers",
                 "readout_hidden": "--readout-hidden", "head_hidden": "--head-hidden", "pair_cutoff": "--pair-cutoff",
                 "xh_head": "--xh-head", "skeleton_head": "--skeleton-head", "skeleton_context": "--skeleton-context",
-                "skeleton_residual": "--skeleton-residual"}
+                "skeleton_residual": "--skeleton-residual", "readout_activation": "--readout-activation"}
 _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--lr-factor", "lr_patience": "--lr-patience",
                 "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm",
                 "schedule": "--schedule"}

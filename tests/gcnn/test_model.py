@@ -56,6 +56,32 @@ def test_config_is_validated():
         WeaveConfig(n_layers=0)
     with pytest.raises(ValueError, match="unknown fields"):
         WeaveConfig.from_json({"atom_hiden": 3})
+    with pytest.raises(ValueError, match="unknown readout_activation 'gelu2'"):
+        WeaveConfig(readout_activation="gelu2")
+
+
+def test_readout_activation_is_recorded_only_when_set_and_builds_that_module():
+    assert "readout_activation" not in WeaveConfig().to_json()  # configs from before it stay as they were
+    assert isinstance(WeaveNet(WeaveConfig()).readout_act, torch.nn.ReLU)  # None: the network's activation
+    for name, kind in (("tanh", torch.nn.Tanh), ("identity", torch.nn.Identity)):
+        c = WeaveConfig(readout_activation=name)
+        assert WeaveConfig.from_json(c.to_json()) == c and c.to_json()["readout_activation"] == name
+        assert isinstance(WeaveNet(c).readout_act, kind)
+
+
+@pytest.mark.parametrize("readout", ["tanh", "identity"])
+def test_lrp_conserves_with_a_readout_that_feeds_the_histogram_negative_values(graphs, readout):
+    torch.manual_seed(0)
+    net = WeaveNet(WeaveConfig(atom_hidden=16, pair_hidden=8, readout_hidden=12, head_hidden=(16,),
+                               readout_activation=readout)).double().eval()
+    batch = collate([graphs[q] for q in (1000, 20332, 133885)])
+    inputs = (batch.atom_features.double(), batch.pair_features.double(), batch.atom_mask)
+    h = net.readout_act(net.readout(net._pooled(*inputs[:2], *net.masks(batch.atom_mask), with_atoms=True)[1]))
+    assert float((h[batch.atom_mask.bool()] < 0).float().mean()) > 0.2  # the bins below 0 are reached
+    for composite in ("epsilon", "weave", "alpha2-beta1"):
+        e = lrp.explain(net, inputs, composite, track_absorbed=True)
+        assert float(e.conservation_error().max()) < 1e-9
+        assert float(e.relevance[0].abs().sum()) > 0 and float(e.relevance[1].abs().sum()) > 0
 
 
 def test_overfits_32_molecules(qm9_molecules):
@@ -111,11 +137,13 @@ class _module_path:
 
 @SETTINGS
 @given(ids=st.lists(st.sampled_from(QM9_IDS), min_size=1, max_size=8), pad=st.integers(0, 3),
-       scale=st.floats(0.1, 30.0), n_layers=st.integers(2, 3))
-def test_fused_readout_and_pair_update_are_the_module_path_in_value_and_gradient(graphs, ids, pad, scale, n_layers):
-    # scale widens the readout's values: large ones push memberships below e^-80 (the clamp)
+       scale=st.floats(0.1, 30.0), n_layers=st.integers(2, 3), readout=st.sampled_from([None, "identity"]))
+def test_fused_readout_and_pair_update_are_the_module_path_in_value_and_gradient(graphs, ids, pad, scale, n_layers,
+                                                                                  readout):
+    # scale widens the readout's values: large ones push memberships below e^-80 (the clamp);
+    # without an activation the histogram gets negative values too
     torch.manual_seed(1)
-    net = WeaveNet(n_layers=n_layers).double()
+    net = WeaveNet(n_layers=n_layers, readout_activation=readout).double()
     with torch.no_grad():
         net.readout.weight.mul_(scale)
     gs = [graphs[i] for i in ids]
