@@ -19,7 +19,8 @@ from pathlib import Path
 CHECKPOINTS = (10, 20, 30, 40, 60)  # "best validation MAE by epoch E" columns
 DEFAULTS = {"atom_hidden": 50, "pair_hidden": 50, "n_layers": 2, "readout_hidden": 128, "head_hidden": [128],
             "pair_cutoff": None, "xh_head": None, "lr": 1e-3, "lr_patience": 5, "patience": 20, "weight_decay": 0.0,
-            "batch_size": 128, "clip_grad_norm": None, "schedule": "plateau", "seed": 0}
+            "batch_size": 128, "clip_grad_norm": None, "schedule": "plateau", "seed": 0, "readout_activation": None,
+            "mix_sizes": 1}
 SPECTRA = ("omega_1_mae", "above_2600_mae", "omega_1_bias_O-H", "omega_1_bias_N-H", "omega_1_bias_C-H only")
 
 

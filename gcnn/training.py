@@ -52,6 +52,11 @@ class TrainConfig:
     # learning-rate schedule: "plateau" (ReduceLROnPlateau on the validation MAE, lr_factor and
     # lr_patience) or "cosine" (cosine annealing from lr to lr * 1e-2 over `epochs`, per epoch)
     schedule: str = "plateau"
+    # molecules of how many sizes each optimizer step sees: 1 (the default) takes one size bucket of
+    # `batch_size` molecules per step, all of one or two atom counts; K > 1 accumulates the
+    # gradients of K buckets of batch_size / K molecules, drawn in random order, into one step of
+    # batch_size molecules of K sizes (the same padding as K = 1; smaller tensors per pass)
+    mix_sizes: int = 1
 
     def __post_init__(self):
         from molgraph import TARGETS
@@ -68,6 +73,9 @@ class TrainConfig:
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 1 <= int(self.mix_sizes) <= self.batch_size:
+            raise ValueError(f"mix_sizes must be between 1 and batch_size = {self.batch_size}, got {self.mix_sizes}")
+        object.__setattr__(self, "mix_sizes", int(self.mix_sizes))
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0 (or None), got {self.clip_grad_norm}")
         unknown = [t for t in self.targets if t not in TARGETS]
@@ -98,7 +106,8 @@ class TrainConfig:
         """The settings as saved in config.json and checkpoints; settings at their values from
         before they existed are left out, so earlier runs resume unchanged."""
         d = asdict(self)
-        for key, old in (("set_layout", "ascending"), ("loss", "mse"), ("clip_grad_norm", None), ("schedule", "plateau")):
+        for key, old in (("set_layout", "ascending"), ("loss", "mse"), ("clip_grad_norm", None), ("schedule", "plateau"),
+                         ("mix_sizes", 1)):
             if d[key] == old:
                 d.pop(key)
         return d
@@ -111,6 +120,33 @@ def size_buckets(n_atoms: np.ndarray, batch_size: int, rng: np.random.Generator)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def mixed_steps(n_atoms: np.ndarray, batch_size: int, mix: int, rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """An epoch's optimizer steps, each a list of `mix` size buckets (`size_buckets` of
+    ceil(batch_size / mix) molecules, in random order), so that one step holds about batch_size
+    molecules of up to `mix` sizes; mix = 1: one bucket of batch_size per step."""
+    buckets = size_buckets(n_atoms, -(-batch_size // mix), rng)
+    return [buckets[i:i + mix] for i in range(0, len(buckets), mix)]
+
+
+def backward_step(model, parts, c: "TrainConfig", mean, std, scaler=None) -> list[tuple[float, int]]:
+    """The gradients of one optimizer step over the batches `parts` (MolBatch, one per size
+    bucket), accumulated into the parameters' .grad: each bucket's loss is weighted by its share
+    of the step's target entries, so that the step's gradient is that of the mean loss over all
+    its molecules, as for one batch of them. Returns (loss, molecules) per bucket."""
+    targets = [_targets(b, c) for b in parts]
+    entries = sum(float(m.sum()) for _, m in targets) if len(parts) > 1 else 1.0
+    out = []
+    for b, (y, m) in zip(parts, targets):
+        device = b.atom_features.device
+        with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
+            pred = model(b.atom_features, b.pair_features, b.atom_mask)
+            loss = masked_loss(c.loss, pred.float(), (y - mean) / std, m)
+        weight = float(m.sum()) / entries if len(parts) > 1 else 1.0
+        (scaler.scale(loss * weight) if scaler is not None else loss * weight).backward()
+        out.append((float(loss.detach()), int(b.atom_mask.shape[0])))
+    return out
 
 
 def tune_allocator() -> bool:
@@ -440,27 +476,22 @@ class Trainer:
                 break
             t0 = time.time()
             model.train()
-            batches = size_buckets(n_atoms, c.batch_size, rng)  # the same on every rank (same seed)
-            if world > 1:  # each rank takes every world-th batch; equal counts keep the all-reduces in step
-                batches = batches[: len(batches) // world * world][rank::world]
+            steps = mixed_steps(n_atoms, c.batch_size, c.mix_sizes, rng)  # the same on every rank (same seed)
+            if world > 1:  # each rank takes every world-th step; equal counts keep the all-reduces in step
+                steps = steps[: len(steps) // world * world][rank::world]
             total, seen = 0.0, 0
-            bar = tqdm(batches, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=None if self.progress else True, leave=False)  # None: off when not a terminal
-            for idx in bar:
-                b = read_batch(train_ds, idx).to(device)
-                y_b, m_b = _targets(b, c)
-                yt = (y_b - mean_t) / std_t
-                with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
-                    pred = model(b.atom_features, b.pair_features, b.atom_mask)
-                    loss = masked_loss(c.loss, pred.float(), yt, m_b)
+            bar = tqdm(steps, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=None if self.progress else True, leave=False)  # None: off when not a terminal
+            for step in bar:
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                parts = [read_batch(train_ds, idx).to(device) for idx in step]
+                for loss, n in backward_step(model, parts, c, mean_t, std_t, scaler):
+                    total += loss * n
+                    seen += n
                 if c.clip_grad_norm is not None:
                     scaler.unscale_(opt)  # clip the true gradient (a no-op without mixed precision)
                     torch.nn.utils.clip_grad_norm_(trainable, c.clip_grad_norm)
                 scaler.step(opt)
                 scaler.update()
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
                 bar.set_postfix(loss=f"{total / seen:.4f}")
             train_seconds = time.time() - t0
             val_pred = predict_dataset(net, val_ds, device=str(device)) * std + mean  # identical on every rank

@@ -221,7 +221,7 @@ def _train_config(args):
                             patience=args.patience, seed=args.seed, device=args.device,
                             amp=args.device.startswith("cuda"), set_layout=args.set_layout, loss=args.loss,
                             clip_grad_norm=getattr(args, "clip_grad_norm", None),
-                            schedule=getattr(args, "schedule", "plateau"))
+                            schedule=getattr(args, "schedule", "plateau"), mix_sizes=getattr(args, "mix_sizes", 1))
 
 
 def _model_config(args, **extra):
@@ -688,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
         arch.add_argument("--loss", choices=("mse", "l1"), default="mse", help="loss on the standardized outputs (mse)")
         arch.add_argument("--clip-grad-norm", type=float, metavar="NORM", help="clip each step's gradient to this "
                           "global L2 norm (default: no clipping)")
+        arch.add_argument("--mix-sizes", type=int, default=1, metavar="K", help="each optimizer step accumulates K "
+                          "size buckets of batch-size / K molecules, so that it sees molecules of K sizes (1: one "
+                          "bucket of one or two atom counts per step, the default; docs/gcnn.md)")
         arch.add_argument("--set-layout", choices=("ascending", "descending", "hydrogen"), default="ascending",
                           help="vector targets (freqs_cm1): which output holds which member of the sorted set "
                                "(docs/spectra.md); ascending by default")

@@ -150,7 +150,7 @@ _MODEL_FLAGS = {"atom_hidden": "--atom-hidden", "pair_hidden": "--pair-hidden", 
                 "skeleton_residual": "--skeleton-residual", "readout_activation": "--readout-activation"}
 _TRAIN_FLAGS = {"lr": "--lr", "weight_decay": "--weight-decay", "lr_factor": "--lr-factor", "lr_patience": "--lr-patience",
                 "patience": "--patience", "loss": "--loss", "set_layout": "--set-layout", "clip_grad_norm": "--clip-grad-norm",
-                "schedule": "--schedule"}
+                "schedule": "--schedule", "mix_sizes": "--mix-sizes"}
 
 
 def _changed_settings(model: dict, train: dict) -> list[str]:

@@ -503,3 +503,72 @@ def test_cv_with_a_training_set_size_is_a_learning_curve_point_tested_on_every_m
 
     info = published.publish(tmp_path / "n30", "tiny-lc", tmp_path / "pub")
     assert "--train-size 30" in info["command"], info["command"]
+
+
+def test_mixed_steps_cover_every_molecule_once_and_one_bucket_per_step_is_the_old_batching():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gcnn.training import mixed_steps, size_buckets
+
+    @settings(max_examples=30, deadline=None)
+    @given(n=st.lists(st.integers(3, 29), min_size=1, max_size=300), batch=st.integers(1, 64), mix=st.integers(1, 8),
+           seed=st.integers(0, 5))
+    def law(n, batch, mix, seed):
+        n_atoms = np.asarray(n)
+        mix = min(mix, batch)
+        steps = mixed_steps(n_atoms, batch, mix, np.random.default_rng(seed))
+        flat = np.concatenate([b for s in steps for b in s])
+        assert sorted(flat.tolist()) == list(range(len(n)))  # every molecule once per epoch
+        assert all(1 <= len(s) <= mix for s in steps) and all(sum(map(len, s)) <= batch + mix for s in steps)
+        if mix == 1:  # the same draws and batches as before mixing existed: runs resume unchanged
+            old = size_buckets(n_atoms, batch, np.random.default_rng(seed))
+            assert len(old) == len(steps) and all(np.array_equal(o, s[0]) for o, s in zip(old, steps))
+
+    law()
+
+
+def test_a_step_over_several_buckets_has_the_gradient_of_one_batch_of_their_molecules(data):
+    from gcnn.training import backward_step
+
+    _, train, _, _ = data
+    cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), batch_size=30, mix_sizes=3)
+    torch.manual_seed(0)
+    net = gcnn.WeaveNet(gcnn.WeaveConfig(**SMALL))
+    order = np.argsort(train.n_atoms, kind="stable")
+    buckets = [order[:7], order[30:40], order[-13:]]  # three sizes, unequal counts
+    mean, std = torch.tensor([75.0]), torch.tensor([8.0])
+    grads = []
+    for parts in ([train.batch(b) for b in buckets], [train.batch(np.concatenate(buckets))]):
+        net.zero_grad()
+        out = backward_step(net, parts, cfg, mean, std)
+        assert sum(n for _, n in out) == 30
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for g_mixed, g_one in zip(*grads):
+        torch.testing.assert_close(g_mixed, g_one, rtol=1e-4, atol=1e-6 * max(1.0, float(g_one.abs().max())))
+
+
+def test_mix_sizes_is_validated_and_recorded_only_when_set():
+    assert "mix_sizes" not in gcnn.TrainConfig(targets=("alpha_bohr3",)).to_json()
+    assert gcnn.TrainConfig(targets=("alpha_bohr3",), mix_sizes=4).to_json()["mix_sizes"] == 4
+    with pytest.raises(ValueError, match="mix_sizes must be between 1 and batch_size = 16"):
+        gcnn.TrainConfig(targets=("alpha_bohr3",), batch_size=16, mix_sizes=17)
+    with pytest.raises(ValueError, match="mix_sizes must be between 1"):
+        gcnn.TrainConfig(targets=("alpha_bohr3",), mix_sizes=0)
+
+
+def test_training_with_mixed_steps_resumes_to_the_same_weights(tmp_path, data):
+    _, train, val, _ = data
+
+    def trainer(out):
+        cfg = gcnn.TrainConfig(targets=("alpha_bohr3",), epochs=3, batch_size=16, seed=3, mix_sizes=4)
+        return gcnn.Trainer(out, gcnn.WeaveConfig(**SMALL), cfg, log=lambda m: None, progress=False)
+
+    trainer(tmp_path / "a").fit(train, val)
+    trainer(tmp_path / "b").fit(train, val, stop_after=1)
+    trainer(tmp_path / "b").fit(train, val)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["train"]["mix_sizes"] == 4
