@@ -478,6 +478,9 @@ class Trainer:
             model.train()
             steps = mixed_steps(n_atoms, c.batch_size, c.mix_sizes, rng)  # the same on every rank (same seed)
             if world > 1:  # each rank takes every world-th step; equal counts keep the all-reduces in step
+                # (and every step the same number of buckets, since each backward pass all-reduces:
+                # the epoch's last, shorter step is left out)
+                steps = [st for st in steps if len(st) == c.mix_sizes] if c.mix_sizes > 1 else steps
                 steps = steps[: len(steps) // world * world][rank::world]
             total, seen = 0.0, 0
             bar = tqdm(steps, desc=f"epoch {state['epoch'] + 1}/{c.epochs}", disable=None if self.progress else True, leave=False)  # None: off when not a terminal

@@ -271,8 +271,11 @@ def test_cross_validation_resumes_fold_by_fold_and_learning_curve(tmp_path, data
     assert (tmp_path / "lc" / "learning_curve.csv").read_text().startswith("n_train,target,unit,mae,rmse")
 
 
-def test_distributed_training_with_torchrun_on_cpu(tmp_path):
-    """Two ranks (gloo) train one model: one history, one set of files, loadable weights."""
+@pytest.mark.parametrize("mix", [1, 3])
+def test_distributed_training_with_torchrun_on_cpu(tmp_path, mix):
+    """Two ranks (gloo) train one model: one history, one set of files, loadable weights; with
+    steps over several size buckets too (each backward pass all-reduces: the ranks must agree on
+    the number of buckets per step, or they hang)."""
     import os
     import subprocess
     import sys
@@ -283,7 +286,7 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path):
     env = {**os.environ, "QMLRP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "qmlrp.cli",
            "train", "--ids", str(ids), "--workers", "1", "--target", "alpha_bohr3", "--out", str(out),
-           "--epochs", "2", "--batch-size", "8"]
+           "--epochs", "2", "--batch-size", "8", "--mix-sizes", str(mix)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("alpha_bohr3: test MAE") == 1
