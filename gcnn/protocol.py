@@ -289,7 +289,7 @@ def learning_curve(ds, out: str | Path, config: TrainConfig, sizes: Sequence[int
         ax.loglog([r["n_train"] for r in rows], [r["mae"] for r in rows], "o-")
         ax.set_xlabel("training molecules")
         ax.set_ylabel(f"test MAE / {rows[0]['unit']}")
-        ax.set_title(f"{target}: learning curve ({len(sp.test)} test molecules)")
+        ax.set_title(f"{target}: learning curve\n{len(sp.test):,} test molecules", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / "learning_curve.png", dpi=120)
