@@ -22,7 +22,7 @@ def readout_values(model_dir: Path, n_molecules: int, batch: int = 100):
     """(values (atoms, channels) that reach the histogram, the network) for a seeded sample of
     the model's test molecules."""
     import gcnn
-    from molgraph.batch import collate
+    from gcnn.training import read_batch
     from qmlrp.explain.inputs import find_qm9, split_test_ids
 
     ids, _ = split_test_ids(model_dir, "test")
@@ -34,7 +34,7 @@ def readout_values(model_dir: Path, n_molecules: int, batch: int = 100):
     out = []
     try:
         for s in range(0, len(ds), batch):
-            b = collate([ds[i] for i in range(s, min(s + batch, len(ds)))])
+            b = read_batch(ds, np.arange(s, min(s + batch, len(ds))))
             seen.clear()
             with torch.no_grad():
                 net.pooled(b.atom_features, b.pair_features, b.atom_mask)

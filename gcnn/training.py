@@ -136,14 +136,14 @@ def backward_step(model, parts, c: "TrainConfig", mean, std, scaler=None) -> lis
     of the step's target entries, so that the step's gradient is that of the mean loss over all
     its molecules, as for one batch of them. Returns (loss, molecules) per bucket."""
     targets = [_targets(b, c) for b in parts]
-    entries = sum(float(m.sum()) for _, m in targets) if len(parts) > 1 else 1.0
+    entries = sum(float(m.sum()) for _, m in targets)  # one bucket: its weight is exactly 1.0
     out = []
     for b, (y, m) in zip(parts, targets):
         device = b.atom_features.device
         with torch.autocast(device.type, enabled=c.amp and device.type == "cuda"):
             pred = model(b.atom_features, b.pair_features, b.atom_mask)
             loss = masked_loss(c.loss, pred.float(), (y - mean) / std, m)
-        weight = float(m.sum()) / entries if len(parts) > 1 else 1.0
+        weight = float(m.sum()) / entries if entries else 1.0
         (scaler.scale(loss * weight) if scaler is not None else loss * weight).backward()
         out.append((float(loss.detach()), int(b.atom_mask.shape[0])))
     return out
